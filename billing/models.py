@@ -1,0 +1,1 @@
+# Plans, subscriptions, rollups and statements live here once billing is built.
