@@ -84,6 +84,7 @@ class Execution(models.Model):
         default=False, help_text="Run against the local Anthropic API simulator: no real spend."
     )
     requested_model = models.CharField(max_length=100)
+    max_turns = models.PositiveIntegerField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)

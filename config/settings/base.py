@@ -108,7 +108,16 @@ STRIPE_API_KEY = env.str("STRIPE_API_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 
 # Working directory of agent runs; the CLI's file tools act inside it.
-AGENTMARGIN_AGENT_CWD = env.path("AGENTMARGIN_AGENT_CWD", default=BASE_DIR / "var" / "agent-workspace")
+AGENTMARGIN_AGENT_CWD = env.path(
+    "AGENTMARGIN_AGENT_CWD", default=BASE_DIR / "var" / "agent-workspace"
+)
+# The CLI's own state (session transcripts, settings) goes here rather than
+# into the home directory of whoever runs the worker. Empty means ~/.claude.
+AGENTMARGIN_CLAUDE_CONFIG_DIR = env.str(
+    "AGENTMARGIN_CLAUDE_CONFIG_DIR", default=str(BASE_DIR / "var" / "claude-config")
+)
+# A run with no result after this many seconds is interrupted.
+AGENTMARGIN_RUN_TIMEOUT_SECONDS = env.float("AGENTMARGIN_RUN_TIMEOUT_SECONDS", default=1800.0)
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,42 @@
+# AgentMargin. `make demo` runs the product on SQLite with the local API
+# simulator; `make test` runs the suite against PostgreSQL and Redis.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install demo test lint format lock benchmark clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): requirements/dev.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required; set PYTHON=/path/to/python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements/dev.lock
+	touch $(INSTALLED)
+
+demo: install
+	bin/demo
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# Re-resolve the pinned dependencies after editing requirements/*.in.
+lock: install
+	$(VENV)/bin/uv pip compile --quiet --python-version 3.11 --generate-hashes requirements/base.in -o requirements/base.lock
+	$(VENV)/bin/uv pip compile --quiet --python-version 3.11 --generate-hashes requirements/dev.in -o requirements/dev.lock
+
+benchmark: install
+	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) benchmarks/record_stream.py
+
+clean:
+	rm -rf $(VENV) var agentmargin.sqlite3

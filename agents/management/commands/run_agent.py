@@ -1,0 +1,72 @@
+import json
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from agents.management.lookup import get_by_slug
+from agents.models import Workflow
+from agents.reporting import message_json, message_line, summary_lines
+from agents.runner import RunnerConfigurationError, resolve_target, run_execution
+from agents.selectors import execution_summary
+from agents.services import execution_create
+from customers.models import Customer
+
+
+class Command(BaseCommand):
+    help = (
+        "Run a workflow for a customer now, printing each API message as it "
+        "arrives and a summary at the end."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("prompt", help="Input for the workflow's prompt template.")
+        parser.add_argument("--customer", required=True, help="Customer slug.")
+        parser.add_argument("--workflow", required=True, help="Workflow slug.")
+        parser.add_argument("--model", help="Model id to request instead of the workflow's.")
+        parser.add_argument("--max-turns", type=int, help="Turn limit instead of the workflow's.")
+        parser.add_argument(
+            "--timeout", type=float, help="Seconds before the run is interrupted."
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="Print one JSON object per line."
+        )
+
+    def handle(self, *args, **options):
+        customer = get_by_slug(Customer, options["customer"])
+        workflow = get_by_slug(Workflow, options["workflow"])
+        try:
+            target = resolve_target()
+        except RunnerConfigurationError as exc:
+            raise CommandError(str(exc)) from exc
+        try:
+            execution = execution_create(
+                customer=customer,
+                workflow=workflow,
+                prompt=options["prompt"],
+                model=options["model"],
+                max_turns=options["max_turns"],
+            )
+        except ValidationError as exc:
+            raise CommandError(" ".join(exc.messages)) from exc
+
+        as_json = options["json"]
+        if not as_json:
+            self.stdout.write(
+                f"Execution {execution.pk}: {workflow.slug} for {customer.slug} "
+                f"on {execution.requested_model}, against {target.description}"
+            )
+
+        def print_update(update):
+            if update.complete:
+                self.stdout.write(message_json(update) if as_json else message_line(update))
+                self.stdout.flush()
+
+        run_execution(
+            execution, target=target, listener=print_update, timeout_seconds=options["timeout"]
+        )
+        summary = execution_summary(execution)
+        if as_json:
+            self.stdout.write(json.dumps({"type": "summary", **summary}))
+        else:
+            self.stdout.write("\n".join(summary_lines(summary)))
+

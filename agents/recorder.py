@@ -1,0 +1,488 @@
+"""Turn the Agent SDK's message stream into priced, committed usage rows.
+
+One `StreamRecorder` belongs to one execution and sees its messages in
+order. Each API response (one message id) becomes one `ApiMessage` row,
+written as soon as the response starts and updated when its final output
+count arrives, each write committed together with the execution's running
+totals. A crash therefore loses at most the response in flight.
+
+What the stream carries (claude-agent-sdk 0.2.189, Claude Code CLI 2.1.332):
+
+- A `message_start` stream event opens a response with its input and cache
+  counts and a placeholder output count (usually 1).
+- A response with several content blocks arrives as several
+  `AssistantMessage`s with the same message id and the same usage; only the
+  first counts.
+- The `message_delta` stream event carries the cumulative output count, so
+  the last one wins. Stream events carry no message id: a delta belongs to
+  the response most recently started in the same (sub)agent.
+- The `ResultMessage` carries the CLI's own cost estimate and per-model
+  totals. Our prices stay the billing figure; the per-model output totals
+  fill in responses whose final count never streamed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from decimal import Decimal
+
+from claude_agent_sdk import AssistantMessage, ResultMessage, StreamEvent, SystemMessage
+from django.db import transaction
+from django.utils import timezone
+
+from agents.models import ApiMessage, Execution
+from agents.pricing import TokenUsage, price_usage
+from agents.signals import api_message_recorded, execution_finished
+
+logger = logging.getLogger(__name__)
+
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "web_search_requests",
+)
+
+RESULT_STATUSES = {
+    "success": Execution.Status.SUCCEEDED,
+    "error_max_turns": Execution.Status.MAX_TURNS,
+    "error_max_budget_usd": Execution.Status.BUDGET_EXCEEDED,
+}
+
+# Terminal reasons the CLI gives when a run was stopped from outside.
+INTERRUPT_REASONS = frozenset({"aborted_streaming", "aborted_tools", "interrupted"})
+
+# Stream event types that change usage. Text and tool-input deltas, which
+# make up most of a stream, are dropped before any database work.
+USAGE_EVENT_TYPES = frozenset({"message_start", "message_delta", "message_stop"})
+
+
+@dataclasses.dataclass
+class MessageState:
+    """What the recorder knows of one API response, mirrored in its row."""
+
+    message_id: str
+    sequence: int
+    model: str
+    parent_tool_use_id: str
+    usage: TokenUsage
+    arrived_at: datetime
+    pk: int | None = None
+    output_final: bool = False
+    complete: bool = False
+    estimated: bool = False
+    cost_usd: Decimal | None = None
+    price_source: str = ""
+    price_version: str = ""
+
+    def token_counts(self) -> dict[str, int]:
+        return {name: getattr(self.usage, name) for name in TOKEN_FIELDS}
+
+
+@dataclasses.dataclass(frozen=True)
+class MessageUpdate:
+    """A stored change to one API message, with the execution's new running cost."""
+
+    message: MessageState
+    running_cost_usd: Decimal
+    unpriced: bool
+    complete: bool
+
+
+@dataclasses.dataclass
+class RunningTotals:
+    tokens: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(TOKEN_FIELDS, 0))
+    cost_usd: Decimal = Decimal(0)
+    unpriced_messages: int = 0
+    estimated_messages: int = 0
+
+    def apply(self, state: MessageState, sign: int) -> None:
+        for name, value in state.token_counts().items():
+            self.tokens[name] += sign * value
+        if state.cost_usd is None:
+            self.unpriced_messages += sign
+        else:
+            self.cost_usd += sign * state.cost_usd
+        if state.estimated:
+            self.estimated_messages += sign
+
+
+def is_usage_message(message: object) -> bool:
+    """Return whether `message` can change recorded usage or the execution's state."""
+    if isinstance(message, StreamEvent):
+        return message.event.get("type") in USAGE_EVENT_TYPES
+    return isinstance(message, AssistantMessage | ResultMessage | SystemMessage)
+
+
+class StreamRecorder:
+    """Record one execution's SDK messages, committing as it goes.
+
+    `listener`, when given, is called after each commit with a
+    `MessageUpdate`; `run_agent` prints from it.
+    """
+
+    def __init__(
+        self,
+        execution: Execution,
+        *,
+        listener: Callable[[MessageUpdate], None] | None = None,
+        clock: Callable[[], datetime] = timezone.now,
+    ):
+        self.execution = execution
+        self.listener = listener
+        self.clock = clock
+        self.totals = RunningTotals()
+        self.messages: dict[str, MessageState] = {}
+        # Latest response started per agent: "" for the main agent, the
+        # parent tool-use id for a subagent.
+        self.open_message: dict[str, str] = {}
+        self.result: ResultMessage | None = None
+        self.interrupt_requested = False
+        self._load_existing_messages()
+
+    # Entry points -------------------------------------------------------
+
+    def handle(self, message: object) -> None:
+        """Record one message from the SDK; anything without usage is ignored."""
+        if isinstance(message, StreamEvent):
+            self._handle_stream_event(message)
+        elif isinstance(message, AssistantMessage):
+            self._handle_assistant_message(message)
+        elif isinstance(message, ResultMessage):
+            self._handle_result(message)
+        elif isinstance(message, SystemMessage) and message.subtype == "init":
+            self._remember_session(message.data.get("session_id", ""))
+
+    def start(self) -> None:
+        """Mark the execution running."""
+        now = self.clock()
+        self.execution.status = Execution.Status.RUNNING
+        self.execution.started_at = self.execution.started_at or now
+        Execution.objects.filter(pk=self.execution.pk).update(
+            status=Execution.Status.RUNNING, started_at=self.execution.started_at
+        )
+
+    def finish(self, *, error: BaseException | str | None = None, interrupted: bool = False) -> Execution:
+        """Close the execution: settle unfinished responses, set its final status.
+
+        `interrupted` says the run was stopped from outside (a timeout, a
+        budget stop, a shutdown). Without a result message the status is
+        `interrupted` for such a stop and for a stream that simply ended,
+        and `failed` when `error` is given.
+        """
+        for state in self.messages.values():
+            if not state.complete:
+                self._settle_incomplete(state)
+        execution = self.execution
+        execution.status = self._final_status(error=error, interrupted=interrupted)
+        execution.finished_at = self.clock()
+        if error and not execution.error:
+            execution.error = str(error)[:4000]
+        if self.result is None:
+            execution.num_turns = sum(1 for state in self.messages.values() if not state.parent_tool_use_id)
+        with transaction.atomic():
+            self._copy_totals_to_execution()
+            execution.save()
+            transaction.on_commit(
+                lambda: execution_finished.send(
+                    sender=Execution, execution_id=execution.pk, status=execution.status
+                )
+            )
+        logger.info(
+            "Execution %s: finished %s, %d API messages, cost %s",
+            execution.pk,
+            execution.status,
+            len(self.messages),
+            execution.cost_usd,
+        )
+        return execution
+
+    def has_open_response(self) -> bool:
+        return any(not state.complete for state in self.messages.values())
+
+    # Stream events ------------------------------------------------------
+
+    def _handle_stream_event(self, message: StreamEvent) -> None:
+        event = message.event
+        agent_key = message.parent_tool_use_id or ""
+        event_type = event.get("type")
+        if event_type == "message_start":
+            body = event.get("message") or {}
+            self._open_response(
+                message_id=body.get("id"),
+                model=body.get("model") or "",
+                usage=body.get("usage"),
+                parent_tool_use_id=agent_key,
+            )
+            return
+        state = self._current(agent_key)
+        if state is None:
+            return
+        if event_type == "message_delta":
+            self._apply_delta(state, event.get("usage") or {})
+        elif event_type == "message_stop" and not state.complete:
+            state.complete = True
+            self._notify(self._snapshot(state))
+
+    def _handle_assistant_message(self, message: AssistantMessage) -> None:
+        if not message.message_id or not message.usage:
+            # The CLI's synthetic messages (API errors shown as text) have no
+            # id and no usage: nothing was billed for them.
+            return
+        state = self.messages.get(message.message_id)
+        if state is None:
+            self._open_response(
+                message_id=message.message_id,
+                model=message.model,
+                usage=message.usage,
+                parent_tool_use_id=message.parent_tool_use_id or "",
+            )
+        elif not state.model and message.model:
+            state.model = message.model
+
+    def _open_response(self, *, message_id, model, usage, parent_tool_use_id) -> None:
+        if not message_id:
+            logger.warning("Execution %s: response without a message id skipped", self.execution.pk)
+            return
+        self.open_message[parent_tool_use_id] = message_id
+        if message_id in self.messages:
+            return
+        try:
+            token_usage = TokenUsage.from_api(usage or {})
+            unreadable = False
+        except ValueError as exc:
+            logger.warning(
+                "Execution %s: unreadable usage of %s, kept as zero and estimated: %s",
+                self.execution.pk,
+                message_id,
+                exc,
+            )
+            token_usage = TokenUsage()
+            unreadable = True
+        state = MessageState(
+            message_id=message_id,
+            sequence=len(self.messages) + 1,
+            model=model,
+            parent_tool_use_id=parent_tool_use_id,
+            usage=token_usage,
+            arrived_at=self.clock(),
+            estimated=unreadable,
+        )
+        self.messages[message_id] = state
+        self._price_and_store(state, previous=None)
+
+    def _apply_delta(self, state: MessageState, usage: dict) -> None:
+        if state.complete and state.output_final:
+            return
+        previous = dataclasses.replace(state)
+        changes = {}
+        try:
+            if usage.get("output_tokens") is not None:
+                changes["output_tokens"] = int(usage["output_tokens"])
+            searches = (usage.get("server_tool_use") or {}).get("web_search_requests")
+            if searches is not None:
+                changes["web_search_requests"] = int(searches)
+        except (TypeError, ValueError, AttributeError):
+            logger.warning(
+                "Execution %s: unreadable message_delta usage of %s ignored: %r",
+                self.execution.pk,
+                state.message_id,
+                usage,
+            )
+            return
+        if not changes:
+            return
+        state.usage = dataclasses.replace(state.usage, **changes)
+        state.output_final = True
+        self._price_and_store(state, previous=previous)
+
+    def _current(self, agent_key: str) -> MessageState | None:
+        message_id = self.open_message.get(agent_key)
+        return self.messages.get(message_id) if message_id else None
+
+    # Result -------------------------------------------------------------
+
+    def _handle_result(self, result: ResultMessage) -> None:
+        self.result = result
+        execution = self.execution
+        execution.result_subtype = result.subtype or ""
+        execution.stop_reason = result.stop_reason or ""
+        execution.num_turns = result.num_turns or 0
+        execution.reported_model_usage = result.model_usage or {}
+        if result.total_cost_usd is not None:
+            # The SDK reports a float; its shortest repr is the value it printed.
+            execution.reported_cost_usd = Decimal(repr(result.total_cost_usd))
+        if result.is_error and result.errors:
+            execution.error = "\n".join(str(error) for error in result.errors)[:4000]
+        self._remember_session(result.session_id)
+        self._fill_outputs_from_result(result.model_usage or {})
+
+    def _fill_outputs_from_result(self, model_usage: dict) -> None:
+        """Use the result's per-model output totals for responses that never got a delta.
+
+        The CLI's `modelUsage[model].outputTokens` is exact. When some of a
+        model's responses streamed no `message_delta`, the part of that
+        total not accounted for by the final ones is spread over them, the
+        remainder on the last, and they are marked estimated: the
+        execution's total is then exact, each response's share a guess.
+        When the total equals what those responses carried, their counts
+        are confirmed instead. A total below that (an interrupted response
+        that the CLI leaves out) changes nothing.
+        """
+        for model, reported in model_usage.items():
+            states = [state for state in self.messages.values() if state.model == model]
+            pending = [state for state in states if not state.output_final]
+            if not pending:
+                continue
+            known = sum(state.usage.output_tokens for state in states if state.output_final)
+            missing = int(reported.get("outputTokens") or 0) - known
+            streamed = sum(state.usage.output_tokens for state in pending)
+            if missing == streamed:
+                # The result confirms the counts the responses carried.
+                for state in pending:
+                    state.output_final = True
+                    state.complete = True
+                    self._price_and_store(state, previous=dataclasses.replace(state))
+                continue
+            if missing < streamed:
+                continue
+            share, remainder = divmod(missing, len(pending))
+            for index, state in enumerate(pending):
+                previous = dataclasses.replace(state)
+                output = share + (remainder if index == len(pending) - 1 else 0)
+                state.usage = state.usage.with_output(output)
+                state.estimated = True
+                state.output_final = True
+                state.complete = True
+                self._price_and_store(state, previous=previous)
+
+    def _final_status(self, *, error, interrupted: bool) -> str:
+        result = self.result
+        if result is not None:
+            status = RESULT_STATUSES.get(result.subtype)
+            if status == Execution.Status.SUCCEEDED and result.is_error:
+                return Execution.Status.FAILED
+            if status:
+                return status
+            if interrupted or self.interrupt_requested or result.terminal_reason in INTERRUPT_REASONS:
+                return Execution.Status.INTERRUPTED
+            return Execution.Status.FAILED
+        if interrupted or self.interrupt_requested:
+            return Execution.Status.INTERRUPTED
+        return Execution.Status.FAILED if error else Execution.Status.INTERRUPTED
+
+    # Persistence --------------------------------------------------------
+
+    def _settle_incomplete(self, state: MessageState) -> None:
+        """Keep a response that never finished, at its last known counts, as estimated."""
+        previous = dataclasses.replace(state)
+        state.complete = True
+        if not state.output_final:
+            state.estimated = True
+        self._price_and_store(state, previous=previous)
+
+    def _price_and_store(self, state: MessageState, *, previous: MessageState | None) -> None:
+        quote = price_usage(state.model, state.usage, state.arrived_at)
+        state.cost_usd = quote.cost_usd
+        state.price_source = quote.source
+        state.price_version = quote.version
+        state.estimated = state.estimated or quote.estimated
+        if previous is not None:
+            self.totals.apply(previous, -1)
+        self.totals.apply(state, +1)
+        with transaction.atomic():
+            self._write_message(state)
+            self._copy_totals_to_execution(save=True)
+            update = self._snapshot(state)
+            transaction.on_commit(lambda: self._notify(update))
+
+    def _write_message(self, state: MessageState) -> None:
+        fields = {
+            **state.token_counts(),
+            "model": state.model,
+            "parent_tool_use_id": state.parent_tool_use_id,
+            "service_tier": state.usage.service_tier,
+            "inference_geo": state.usage.inference_geo,
+            "cost_usd": state.cost_usd,
+            "price_source": state.price_source,
+            "price_version": state.price_version,
+            "output_final": state.output_final,
+            "estimated": state.estimated,
+        }
+        if state.pk is None:
+            row = ApiMessage.objects.create(
+                execution_id=self.execution.pk,
+                message_id=state.message_id,
+                sequence=state.sequence,
+                arrived_at=state.arrived_at,
+                **fields,
+            )
+            state.pk = row.pk
+        else:
+            ApiMessage.objects.filter(pk=state.pk).update(updated_at=self.clock(), **fields)
+
+    def _copy_totals_to_execution(self, *, save: bool = False) -> None:
+        execution = self.execution
+        totals = self.totals
+        values = {
+            **totals.tokens,
+            "api_message_count": len(self.messages),
+            "cost_usd": totals.cost_usd,
+            "unpriced": totals.unpriced_messages > 0,
+            "estimated": totals.estimated_messages > 0,
+        }
+        if execution.reported_cost_usd is not None:
+            values["cost_difference_usd"] = totals.cost_usd - execution.reported_cost_usd
+        for name, value in values.items():
+            setattr(execution, name, value)
+        if save:
+            Execution.objects.filter(pk=execution.pk).update(**values)
+
+    def _remember_session(self, session_id: str) -> None:
+        if session_id and not self.execution.sdk_session_id:
+            self.execution.sdk_session_id = session_id
+            Execution.objects.filter(pk=self.execution.pk).update(sdk_session_id=session_id)
+
+    def _snapshot(self, state: MessageState) -> MessageUpdate:
+        return MessageUpdate(
+            message=dataclasses.replace(state),
+            running_cost_usd=self.totals.cost_usd,
+            unpriced=self.totals.unpriced_messages > 0,
+            complete=state.complete,
+        )
+
+    def _notify(self, update: MessageUpdate) -> None:
+        if self.listener is not None:
+            self.listener(update)
+        api_message_recorded.send(sender=Execution, execution_id=self.execution.pk, update=update)
+
+    def _load_existing_messages(self) -> None:
+        """Resume from rows already stored, so replaying a stream changes nothing."""
+        rows: Iterable[ApiMessage] = ApiMessage.objects.filter(execution_id=self.execution.pk).order_by("sequence")
+        for row in rows:
+            state = MessageState(
+                message_id=row.message_id,
+                sequence=row.sequence,
+                model=row.model,
+                parent_tool_use_id=row.parent_tool_use_id,
+                usage=TokenUsage(
+                    **{name: getattr(row, name) for name in TOKEN_FIELDS},
+                    service_tier=row.service_tier,
+                    inference_geo=row.inference_geo,
+                ),
+                arrived_at=row.arrived_at,
+                pk=row.pk,
+                output_final=row.output_final,
+                complete=row.output_final,
+                estimated=row.estimated,
+                cost_usd=row.cost_usd,
+                price_source=row.price_source,
+                price_version=row.price_version,
+            )
+            self.messages[row.message_id] = state
+            self.totals.apply(state, +1)

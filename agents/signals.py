@@ -1,0 +1,15 @@
+"""Facts the agents app announces, for apps that must not be imported here.
+
+Both signals are sent after the database transaction that recorded the fact
+has committed, so a receiver always reads committed rows.
+"""
+
+from django.dispatch import Signal
+
+# Sent with `execution_id` and `update` (an agents.recorder.MessageUpdate)
+# each time an API message is stored or its counts change.
+api_message_recorded = Signal()
+
+# Sent with `execution_id` and `status` once an execution reaches a final
+# status.
+execution_finished = Signal()

@@ -1,0 +1,156 @@
+"""Record an execution from a transcript written by the Claude Code CLI.
+
+`claude -p --output-format stream-json --verbose` writes one JSON message a
+line: the same messages the SDK reads from the CLI, so each line goes
+through the SDK's own parser and then through the same recorder as a live
+run. With `--include-partial-messages` the transcript has stream events and
+exact per-response output counts; without, the result's per-model totals
+fill them in.
+
+Importing the same transcript twice changes nothing: the execution is
+found again by customer, workflow and session id, and messages already
+stored are skipped by message id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import NamedTuple
+
+# The SDK's parser turns the CLI's JSON lines into typed messages. It is a
+# private module of claude-agent-sdk, pinned in the lock file; using it keeps
+# imported and live runs byte-for-byte the same to the recorder.
+from claude_agent_sdk._internal.message_parser import parse_message
+from claude_agent_sdk._errors import MessageParseError
+from django.db import transaction
+
+from agents.models import Execution, Workflow
+from agents.recorder import MessageUpdate, StreamRecorder, is_usage_message
+from customers.models import Customer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TranscriptImport:
+    """What an import did."""
+
+    execution: Execution
+    created: bool
+    lines: int = 0
+    skipped_lines: int = 0
+    errors: list[str] = dataclasses.field(default_factory=list)
+
+
+class TranscriptLine(NamedTuple):
+    number: int
+    data: dict | None
+    error: str | None
+
+
+def read_transcript(path: Path) -> Iterator[TranscriptLine]:
+    """Yield each non-empty line of a stream-json file, parsed or with its error."""
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, text in enumerate(handle, start=1):
+            text = text.strip()
+            if not text:
+                continue
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield TranscriptLine(number, None, f"line {number}: invalid JSON ({exc.msg})")
+                continue
+            if not isinstance(data, dict):
+                yield TranscriptLine(number, None, f"line {number}: not a JSON object")
+                continue
+            yield TranscriptLine(number, data, None)
+
+
+def transcript_import(
+    *,
+    customer: Customer,
+    workflow: Workflow,
+    path: Path,
+    recorded_at: datetime,
+    listener: Callable[[MessageUpdate], None] | None = None,
+) -> TranscriptImport:
+    """Record the run in the transcript at `path` as an imported execution.
+
+    `recorded_at` is when the run happened and the moment its prices are
+    taken at, since a stream-json transcript has no timestamps. Malformed
+    lines are counted and skipped, never fatal.
+    """
+    lines = read_transcript(path)
+    head: list[TranscriptLine] = []
+    first: dict = {}
+    for line in lines:
+        head.append(line)
+        if line.data and line.data.get("session_id"):
+            first = line.data
+            break
+    execution, created = _find_or_create_execution(customer, workflow, first, recorded_at)
+    recorder = StreamRecorder(execution, listener=listener, clock=lambda: recorded_at)
+    report = TranscriptImport(execution=execution, created=created)
+    for line in itertools.chain(head, lines):
+        report.lines += 1
+        message = _parse(line, report)
+        if message is not None and is_usage_message(message):
+            recorder.handle(message)
+    if recorder.result is None:
+        report.errors.append("the transcript has no result message, so the run was cut off")
+    recorder.finish()
+    logger.info(
+        "Execution %s: imported %s (%d lines, %d skipped)",
+        execution.pk,
+        path,
+        report.lines,
+        report.skipped_lines,
+    )
+    return report
+
+
+@transaction.atomic
+def _find_or_create_execution(customer, workflow, first: dict, recorded_at: datetime):
+    session_id = first.get("session_id", "")
+    if session_id:
+        execution = (
+            Execution.objects.select_for_update()
+            .filter(
+                customer=customer,
+                workflow=workflow,
+                source=Execution.Source.IMPORTED,
+                sdk_session_id=session_id,
+            )
+            .first()
+        )
+        if execution is not None:
+            return execution, False
+    execution = Execution.objects.create(
+        customer=customer,
+        workflow=workflow,
+        prompt="(imported transcript)",
+        source=Execution.Source.IMPORTED,
+        requested_model=first.get("model") or workflow.model,
+        sdk_session_id=session_id,
+        started_at=recorded_at,
+    )
+    return execution, True
+
+
+def _parse(line: TranscriptLine, report: TranscriptImport):
+    if line.error:
+        report.skipped_lines += 1
+        report.errors.append(line.error)
+        return None
+    try:
+        return parse_message(line.data)
+    except MessageParseError as exc:
+        report.skipped_lines += 1
+        report.errors.append(f"line {line.number}: unreadable {line.data.get('type')!r} message ({exc})")
+        return None
