@@ -1,0 +1,175 @@
+"""Price one API response's usage for a model at a moment in time."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from . import bundled, overrides, rates
+from .usage import TokenUsage
+
+logger = logging.getLogger(__name__)
+
+PRICED = "priced"
+UNPRICED = "unpriced"
+SOURCE_OVERRIDE = "override"
+SOURCE_GENAI_PRICES = "genai-prices"
+
+# Bedrock ids look like "anthropic.claude-sonnet-4-5-20250929-v1:0", with an
+# optional cross-region prefix ("us.", "eu.", "apac.", "global.").
+_BEDROCK_PREFIX = re.compile(r"^(?:[a-z-]+\.)?anthropic\.")
+_BEDROCK_VERSION = re.compile(r"-v\d+(?::[0-9a-z]+)*$")
+# Vertex AI ids look like "claude-sonnet-4-5@20250929".
+_VERTEX_VERSION = re.compile(r"@[^@]*$")
+_DATE_SUFFIX = re.compile(r"-\d{8}$")
+
+_warned_unpriced: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class PriceQuote:
+    """The cost of one usage, or why it has none.
+
+    `cost_usd` is None when no price is known, never 0, and then
+    `resolved_model`, `source` and `version` are empty strings. `breakdown`
+    maps each kind of `rates.KINDS` to its cost. `rates` maps each kind to
+    the rate applied, per million tokens or per thousand web searches, after
+    any long-context band, batch discount or US-only surcharge.
+    """
+
+    model: str
+    resolved_model: str
+    status: str
+    cost_usd: Decimal | None
+    breakdown: dict[str, Decimal] = field(default_factory=dict)
+    rates: dict[str, Decimal] = field(default_factory=dict)
+    source: str = ""
+    version: str = ""
+    estimated: bool = False
+    band: str | None = None
+
+    @property
+    def priced(self) -> bool:
+        return self.status == PRICED
+
+
+@functools.lru_cache(maxsize=4096)
+def family_id(model: str) -> str:
+    """Return the model family of a dated, Bedrock or Vertex AI model id.
+
+    For example "claude-haiku-4-5-20251001",
+    "us.anthropic.claude-haiku-4-5-20251001-v1:0" and
+    "claude-haiku-4-5@20251001" all become "claude-haiku-4-5".
+    """
+    family = model.strip().lower()
+    if _BEDROCK_PREFIX.match(family):
+        family = _BEDROCK_PREFIX.sub("", family)
+        family = _BEDROCK_VERSION.sub("", family)
+    family = _VERTEX_VERSION.sub("", family)
+    return _DATE_SUFFIX.sub("", family)
+
+
+def price_usage(model: str, usage: TokenUsage, at: datetime) -> PriceQuote:
+    """Price `usage` of `model` with the rates valid at `at`.
+
+    Rates come from the first of: a ModelPrice row for the exact model id, a
+    ModelPrice row for its family id, genai-prices' table for the exact id,
+    then for the family id. A model found in none of them gets an
+    "unpriced" quote with a cost of None, and a warning is logged once per
+    model and process.
+
+    Raise ValueError when `at` has no time zone.
+    """
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"at must be timezone-aware, got {at.isoformat()}.")
+    family = family_id(model)
+    candidates = (model,) if family == model else (model, family)
+
+    for candidate in candidates:
+        override = overrides.find_override(candidate, at)
+        if override is not None:
+            return _quote(
+                model,
+                usage,
+                override.card,
+                candidate,
+                SOURCE_OVERRIDE,
+                override.version,
+            )
+
+    for candidate in candidates:
+        info = bundled.find_model(candidate)
+        if info is not None:
+            card = bundled.rate_card(info, at)
+            return _quote(
+                model,
+                usage,
+                card,
+                info.id,
+                SOURCE_GENAI_PRICES,
+                bundled.GENAI_PRICES_VERSION,
+            )
+
+    _warn_unpriced(model, "found in neither ModelPrice rows nor genai-prices")
+    return _unpriced(model, usage)
+
+
+def _quote(
+    model: str,
+    usage: TokenUsage,
+    card: rates.RateCard,
+    resolved_model: str,
+    source: str,
+    version: str,
+) -> PriceQuote:
+    missing = rates.unpriced_kinds(card, usage)
+    if missing:
+        _warn_unpriced(model, f"{source} {resolved_model} has no rate for {missing}")
+        return _unpriced(model, usage)
+    # NOTE: genai-prices lists higher rates for requests made in fast mode
+    # (speed "fast"). TokenUsage does not record the speed, so those requests
+    # are priced at standard rates.
+    priced = rates.price(card, usage)
+    return PriceQuote(
+        model=model,
+        resolved_model=resolved_model,
+        status=PRICED,
+        cost_usd=priced.cost_usd,
+        breakdown=priced.breakdown,
+        rates=priced.rates,
+        source=source,
+        version=version,
+        estimated=usage.split_estimated,
+        band=priced.band,
+    )
+
+
+def _unpriced(model: str, usage: TokenUsage) -> PriceQuote:
+    return PriceQuote(
+        model=model,
+        resolved_model="",
+        status=UNPRICED,
+        cost_usd=None,
+        estimated=usage.split_estimated,
+    )
+
+
+def _warn_unpriced(model: str, reason: str) -> None:
+    if model in _warned_unpriced:
+        return
+    with _warned_lock:
+        if model in _warned_unpriced:
+            return
+        _warned_unpriced.add(model)
+    logger.warning(
+        "Model %s: no price (%s). Its cost stays unknown until a ModelPrice row "
+        "is added. Then run manage.py reprice_usage.",
+        model,
+        reason,
+    )

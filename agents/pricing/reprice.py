@@ -1,0 +1,182 @@
+"""Price stored API messages that had no known price when they were recorded."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Sum
+from django.utils import timezone
+
+from agents.models import ApiMessage, Execution
+
+from . import overrides
+from .engine import price_usage
+from .usage import TokenUsage
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 500
+
+
+@dataclass(frozen=True)
+class RepriceResult:
+    """Counts of one reprice_unpriced run."""
+
+    messages_repriced: int
+    messages_still_unpriced: int
+    executions_updated: int
+    unpriced_models: tuple[str, ...]
+
+
+def reprice_unpriced(*, model: str | None = None) -> RepriceResult:
+    """Price every ApiMessage without a cost at the rates of its `arrived_at`.
+
+    With `model`, only messages of that exact model id are repriced. Each
+    execution is updated in its own transaction, with its row locked, and its
+    `cost_usd`, `unpriced` and `cost_difference_usd` are recomputed from its
+    messages.
+    """
+    # Rows saved by other processes in the last seconds must count too.
+    overrides.clear_cache()
+    repriced = 0
+    still_unpriced = 0
+    # An execution whose messages span two batches is updated twice but
+    # counted once.
+    updated_execution_ids: set[int] = set()
+    unpriced_models: set[str] = set()
+    last_pk = 0
+
+    while True:
+        batch = _unpriced_messages(model).filter(pk__gt=last_pk).order_by("pk")
+        message_ids_by_execution: dict[int, list[int]] = {}
+        for pk, execution_id in batch.values_list("pk", "execution_id")[:BATCH_SIZE]:
+            message_ids_by_execution.setdefault(execution_id, []).append(pk)
+            last_pk = pk
+        if not message_ids_by_execution:
+            break
+
+        for execution_id in sorted(message_ids_by_execution):
+            outcome = _reprice_execution(
+                execution_id, message_ids_by_execution[execution_id]
+            )
+            repriced += outcome.repriced
+            still_unpriced += len(outcome.unpriced_models)
+            unpriced_models.update(outcome.unpriced_models)
+            if outcome.repriced:
+                updated_execution_ids.add(execution_id)
+
+    result = RepriceResult(
+        messages_repriced=repriced,
+        messages_still_unpriced=still_unpriced,
+        executions_updated=len(updated_execution_ids),
+        unpriced_models=tuple(sorted(unpriced_models)),
+    )
+    logger.info(
+        "Reprice finished: %s messages repriced, %s still unpriced, "
+        "%s executions updated, unpriced models %s",
+        result.messages_repriced,
+        result.messages_still_unpriced,
+        result.executions_updated,
+        list(result.unpriced_models),
+    )
+    return result
+
+
+def _unpriced_messages(model: str | None):
+    messages = ApiMessage.objects.filter(cost_usd__isnull=True)
+    if model is not None:
+        messages = messages.filter(model=model)
+    return messages
+
+
+@dataclass(frozen=True)
+class _ExecutionOutcome:
+    repriced: int
+    # The model of each message that is still unpriced, one entry per message.
+    unpriced_models: list[str]
+
+
+@transaction.atomic
+def _reprice_execution(execution_id: int, message_ids: list[int]) -> _ExecutionOutcome:
+    execution = Execution.objects.select_for_update().filter(pk=execution_id).first()
+    if execution is None:
+        # The execution was deleted after the batch was read, with its messages.
+        return _ExecutionOutcome(repriced=0, unpriced_models=[])
+    # Read again under the lock, because another process may have priced some.
+    messages = list(
+        ApiMessage.objects.filter(
+            pk__in=message_ids, execution=execution, cost_usd__isnull=True
+        ).order_by("pk")
+    )
+    priced_messages = []
+    unpriced_models = []
+    now = timezone.now()
+    for message in messages:
+        quote = price_usage(message.model, _usage_of(message), message.arrived_at)
+        if not quote.priced:
+            unpriced_models.append(message.model)
+            continue
+        message.cost_usd = quote.cost_usd
+        message.price_source = quote.source
+        message.price_version = quote.version
+        # bulk_update() does not apply auto_now, so set updated_at here.
+        message.updated_at = now
+        priced_messages.append(message)
+
+    if priced_messages:
+        ApiMessage.objects.bulk_update(
+            priced_messages, ["cost_usd", "price_source", "price_version", "updated_at"]
+        )
+        _update_execution_cost(execution)
+        logger.info(
+            "Execution %s: repriced %s messages, cost now %s USD, unpriced %s",
+            execution.pk,
+            len(priced_messages),
+            execution.cost_usd,
+            execution.unpriced,
+        )
+    return _ExecutionOutcome(
+        repriced=len(priced_messages), unpriced_models=unpriced_models
+    )
+
+
+def _usage_of(message: ApiMessage) -> TokenUsage:
+    # The stored 5m/1h split is already resolved, so split_estimated stays
+    # False. The message's own `estimated` flag is left as recorded.
+    return TokenUsage(
+        input_tokens=message.input_tokens,
+        output_tokens=message.output_tokens,
+        cache_write_5m_tokens=message.cache_write_5m_tokens,
+        cache_write_1h_tokens=message.cache_write_1h_tokens,
+        cache_read_tokens=message.cache_read_tokens,
+        web_search_requests=message.web_search_requests,
+        service_tier=message.service_tier,
+        inference_geo=message.inference_geo,
+    )
+
+
+def _update_execution_cost(execution: Execution) -> None:
+    """Recompute the execution's cost fields from its messages and save them."""
+    totals = (
+        Execution.objects.filter(pk=execution.pk)
+        .annotate(
+            priced_cost=Sum("api_messages__cost_usd"),
+            has_unpriced=Exists(
+                ApiMessage.objects.filter(
+                    execution=OuterRef("pk"), cost_usd__isnull=True
+                )
+            ),
+        )
+        .values("priced_cost", "has_unpriced")
+        .get()
+    )
+    execution.cost_usd = totals["priced_cost"] or Decimal(0)
+    execution.unpriced = totals["has_unpriced"]
+    if execution.reported_cost_usd is None:
+        execution.cost_difference_usd = None
+    else:
+        execution.cost_difference_usd = execution.cost_usd - execution.reported_cost_usd
+    execution.save(update_fields=["cost_usd", "unpriced", "cost_difference_usd"])
