@@ -18,11 +18,17 @@ class Workflow(models.Model):
         default="{prompt}",
         help_text="Prompt sent to the agent; {prompt} is replaced by the run's input.",
     )
-    model = models.CharField(max_length=100, help_text="Model id requested, e.g. claude-sonnet-4-6.")
+    model = models.CharField(
+        max_length=100, help_text="Model id requested, e.g. claude-sonnet-4-6."
+    )
     fallback_model = models.CharField(max_length=100, blank=True)
-    max_turns = models.PositiveIntegerField(default=10, validators=[MinValueValidator(1)])
+    max_turns = models.PositiveIntegerField(
+        default=10, validators=[MinValueValidator(1)]
+    )
     allowed_tools = models.JSONField(
-        default=list, blank=True, help_text='Tool names the agent may use, e.g. ["Read", "Grep"].'
+        default=list,
+        blank=True,
+        help_text='Tool names the agent may use, e.g. ["Read", "Grep"].',
     )
     system_prompt = models.TextField(blank=True)
     per_run_budget_usd = models.DecimalField(
@@ -74,14 +80,19 @@ class Execution(models.Model):
     customer = models.ForeignKey(
         "customers.Customer", on_delete=models.PROTECT, related_name="executions"
     )
-    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="executions")
+    workflow = models.ForeignKey(
+        Workflow, on_delete=models.PROTECT, related_name="executions"
+    )
     prompt = models.TextField()
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
     )
-    source = models.CharField(max_length=16, choices=Source.choices, default=Source.LIVE)
+    source = models.CharField(
+        max_length=16, choices=Source.choices, default=Source.LIVE
+    )
     simulated = models.BooleanField(
-        default=False, help_text="Run against the local Anthropic API simulator: no real spend."
+        default=False,
+        help_text="Run against the local Anthropic API simulator: no real spend.",
     )
     requested_model = models.CharField(max_length=100)
     max_turns = models.PositiveIntegerField(null=True, blank=True)
@@ -109,22 +120,33 @@ class Execution(models.Model):
         **COST_DIGITS,
     )
     reported_cost_usd = models.DecimalField(
-        null=True, blank=True, help_text="total_cost_usd reported by the SDK (an estimate).",
+        null=True,
+        blank=True,
+        help_text="total_cost_usd reported by the SDK (an estimate).",
         **COST_DIGITS,
     )
     cost_difference_usd = models.DecimalField(
-        null=True, blank=True, help_text="Our cost minus the SDK-reported cost.", **COST_DIGITS
+        null=True,
+        blank=True,
+        help_text="Our cost minus the SDK-reported cost.",
+        **COST_DIGITS,
     )
     reported_model_usage = models.JSONField(default=dict, blank=True)
     unpriced = models.BooleanField(
-        default=False, db_index=True, help_text="Some tokens used a model with no known price."
+        default=False,
+        db_index=True,
+        help_text="Some tokens used a model with no known price.",
     )
     estimated = models.BooleanField(
-        default=False, help_text="Some token counts or rates were estimated, not reported."
+        default=False,
+        help_text="Some token counts or rates were estimated, not reported.",
     )
     error = models.TextField(blank=True)
     outcome_value_usd = models.DecimalField(
-        max_digits=14, decimal_places=2, null=True, blank=True,
+        max_digits=14,
+        decimal_places=2,
+        null=True,
+        blank=True,
         help_text="Business value of the outcome, for success-fee plans.",
     )
 
@@ -143,10 +165,16 @@ class Execution(models.Model):
 class ApiMessage(models.Model):
     """One Anthropic API response (one message id) inside an execution, priced."""
 
-    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="api_messages")
+    execution = models.ForeignKey(
+        Execution, on_delete=models.CASCADE, related_name="api_messages"
+    )
     message_id = models.CharField(max_length=100)
-    sequence = models.PositiveIntegerField(help_text="Order of arrival within the execution.")
-    model = models.CharField(max_length=100, help_text="Model that answered, as the API reported it.")
+    sequence = models.PositiveIntegerField(
+        help_text="Order of arrival within the execution."
+    )
+    model = models.CharField(
+        max_length=100, help_text="Model that answered, as the API reported it."
+    )
     parent_tool_use_id = models.CharField(
         max_length=100, blank=True, help_text="Set for messages of a subagent."
     )
@@ -161,12 +189,16 @@ class ApiMessage(models.Model):
     web_search_requests = models.PositiveIntegerField(default=0)
 
     cost_usd = models.DecimalField(
-        null=True, blank=True, help_text="Empty when the model has no known price.", **COST_DIGITS
+        null=True,
+        blank=True,
+        help_text="Empty when the model has no known price.",
+        **COST_DIGITS,
     )
     price_source = models.CharField(max_length=40, blank=True)
     price_version = models.CharField(max_length=100, blank=True)
     output_final = models.BooleanField(
-        default=False, help_text="The output count came from the message's last stream delta."
+        default=False,
+        help_text="The output count came from the message's last stream delta.",
     )
     estimated = models.BooleanField(default=False)
     arrived_at = models.DateTimeField()
@@ -176,7 +208,8 @@ class ApiMessage(models.Model):
         ordering = ["execution", "sequence"]
         constraints = [
             models.UniqueConstraint(
-                fields=["execution", "message_id"], name="unique_api_message_per_execution"
+                fields=["execution", "message_id"],
+                name="unique_api_message_per_execution",
             ),
         ]
         indexes = [models.Index(fields=["model", "arrived_at"])]
@@ -210,18 +243,32 @@ class ModelPrice(models.Model):
         blank=True,
         help_text="Prompt length above which the long-context rates apply to the whole request.",
     )
-    long_context_input_per_mtok = models.DecimalField(null=True, blank=True, **RATE_DIGITS)
-    long_context_output_per_mtok = models.DecimalField(null=True, blank=True, **RATE_DIGITS)
-    long_context_cache_write_5m_per_mtok = models.DecimalField(null=True, blank=True, **RATE_DIGITS)
-    long_context_cache_write_1h_per_mtok = models.DecimalField(null=True, blank=True, **RATE_DIGITS)
-    long_context_cache_read_per_mtok = models.DecimalField(null=True, blank=True, **RATE_DIGITS)
-    note = models.CharField(max_length=200, blank=True, help_text="Why this price exists.")
+    long_context_input_per_mtok = models.DecimalField(
+        null=True, blank=True, **RATE_DIGITS
+    )
+    long_context_output_per_mtok = models.DecimalField(
+        null=True, blank=True, **RATE_DIGITS
+    )
+    long_context_cache_write_5m_per_mtok = models.DecimalField(
+        null=True, blank=True, **RATE_DIGITS
+    )
+    long_context_cache_write_1h_per_mtok = models.DecimalField(
+        null=True, blank=True, **RATE_DIGITS
+    )
+    long_context_cache_read_per_mtok = models.DecimalField(
+        null=True, blank=True, **RATE_DIGITS
+    )
+    note = models.CharField(
+        max_length=200, blank=True, help_text="Why this price exists."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["model", "-valid_from"]
         constraints = [
-            models.UniqueConstraint(fields=["model", "valid_from"], name="unique_model_price_start"),
+            models.UniqueConstraint(
+                fields=["model", "valid_from"], name="unique_model_price_start"
+            ),
         ]
 
     def __str__(self):

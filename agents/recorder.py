@@ -96,7 +96,9 @@ class MessageUpdate:
 
 @dataclasses.dataclass
 class RunningTotals:
-    tokens: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(TOKEN_FIELDS, 0))
+    tokens: dict[str, int] = dataclasses.field(
+        default_factory=lambda: dict.fromkeys(TOKEN_FIELDS, 0)
+    )
     cost_usd: Decimal = Decimal(0)
     unpriced_messages: int = 0
     estimated_messages: int = 0
@@ -167,7 +169,9 @@ class StreamRecorder:
             status=Execution.Status.RUNNING, started_at=self.execution.started_at
         )
 
-    def finish(self, *, error: BaseException | str | None = None, interrupted: bool = False) -> Execution:
+    def finish(
+        self, *, error: BaseException | str | None = None, interrupted: bool = False
+    ) -> Execution:
         """Close the execution: settle unfinished responses, set its final status.
 
         `interrupted` says the run was stopped from outside (a timeout, a
@@ -184,7 +188,9 @@ class StreamRecorder:
         if error and not execution.error:
             execution.error = str(error)[:4000]
         if self.result is None:
-            execution.num_turns = sum(1 for state in self.messages.values() if not state.parent_tool_use_id)
+            execution.num_turns = sum(
+                1 for state in self.messages.values() if not state.parent_tool_use_id
+            )
         with transaction.atomic():
             self._copy_totals_to_execution()
             execution.save()
@@ -247,7 +253,9 @@ class StreamRecorder:
 
     def _open_response(self, *, message_id, model, usage, parent_tool_use_id) -> None:
         if not message_id:
-            logger.warning("Execution %s: response without a message id skipped", self.execution.pk)
+            logger.warning(
+                "Execution %s: response without a message id skipped", self.execution.pk
+            )
             return
         self.open_message[parent_tool_use_id] = message_id
         if message_id in self.messages:
@@ -339,7 +347,9 @@ class StreamRecorder:
             pending = [state for state in states if not state.output_final]
             if not pending:
                 continue
-            known = sum(state.usage.output_tokens for state in states if state.output_final)
+            known = sum(
+                state.usage.output_tokens for state in states if state.output_final
+            )
             missing = int(reported.get("outputTokens") or 0) - known
             streamed = sum(state.usage.output_tokens for state in pending)
             if missing == streamed:
@@ -369,7 +379,11 @@ class StreamRecorder:
                 return Execution.Status.FAILED
             if status:
                 return status
-            if interrupted or self.interrupt_requested or result.terminal_reason in INTERRUPT_REASONS:
+            if (
+                interrupted
+                or self.interrupt_requested
+                or result.terminal_reason in INTERRUPT_REASONS
+            ):
                 return Execution.Status.INTERRUPTED
             return Execution.Status.FAILED
         if interrupted or self.interrupt_requested:
@@ -386,7 +400,9 @@ class StreamRecorder:
             state.estimated = True
         self._price_and_store(state, previous=previous)
 
-    def _price_and_store(self, state: MessageState, *, previous: MessageState | None) -> None:
+    def _price_and_store(
+        self, state: MessageState, *, previous: MessageState | None
+    ) -> None:
         quote = price_usage(state.model, state.usage, state.arrived_at)
         state.cost_usd = quote.cost_usd
         state.price_source = quote.source
@@ -424,7 +440,9 @@ class StreamRecorder:
             )
             state.pk = row.pk
         else:
-            ApiMessage.objects.filter(pk=state.pk).update(updated_at=self.clock(), **fields)
+            ApiMessage.objects.filter(pk=state.pk).update(
+                updated_at=self.clock(), **fields
+            )
 
     def _copy_totals_to_execution(self, *, save: bool = False) -> None:
         execution = self.execution
@@ -437,7 +455,9 @@ class StreamRecorder:
             "estimated": totals.estimated_messages > 0,
         }
         if execution.reported_cost_usd is not None:
-            values["cost_difference_usd"] = totals.cost_usd - execution.reported_cost_usd
+            values["cost_difference_usd"] = (
+                totals.cost_usd - execution.reported_cost_usd
+            )
         for name, value in values.items():
             setattr(execution, name, value)
         if save:
@@ -446,7 +466,9 @@ class StreamRecorder:
     def _remember_session(self, session_id: str) -> None:
         if session_id and not self.execution.sdk_session_id:
             self.execution.sdk_session_id = session_id
-            Execution.objects.filter(pk=self.execution.pk).update(sdk_session_id=session_id)
+            Execution.objects.filter(pk=self.execution.pk).update(
+                sdk_session_id=session_id
+            )
 
     def _snapshot(self, state: MessageState) -> MessageUpdate:
         return MessageUpdate(
@@ -459,11 +481,15 @@ class StreamRecorder:
     def _notify(self, update: MessageUpdate) -> None:
         if self.listener is not None:
             self.listener(update)
-        api_message_recorded.send(sender=Execution, execution_id=self.execution.pk, update=update)
+        api_message_recorded.send(
+            sender=Execution, execution_id=self.execution.pk, update=update
+        )
 
     def _load_existing_messages(self) -> None:
         """Resume from rows already stored, so replaying a stream changes nothing."""
-        rows: Iterable[ApiMessage] = ApiMessage.objects.filter(execution_id=self.execution.pk).order_by("sequence")
+        rows: Iterable[ApiMessage] = ApiMessage.objects.filter(
+            execution_id=self.execution.pk
+        ).order_by("sequence")
         for row in rows:
             state = MessageState(
                 message_id=row.message_id,

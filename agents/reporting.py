@@ -13,7 +13,9 @@ def message_line(update: MessageUpdate) -> str:
     state = update.message
     usage = state.usage
     cost = "unpriced" if state.cost_usd is None else f"${decimal_text(state.cost_usd)}"
-    running = f"${decimal_text(update.running_cost_usd)}" + (" + unpriced" if update.unpriced else "")
+    running = f"${decimal_text(update.running_cost_usd)}" + (
+        " + unpriced" if update.unpriced else ""
+    )
     flags = []
     if state.parent_tool_use_id:
         flags.append("subagent")

@@ -62,13 +62,17 @@ class RunnerConfigurationError(Exception):
     """The run cannot start: no API key for the real API, or a bad setting."""
 
 
-def resolve_target(base_url: str | None = None, api_key: str | None = None) -> ApiTarget:
+def resolve_target(
+    base_url: str | None = None, api_key: str | None = None
+) -> ApiTarget:
     """Choose the API endpoint and key from the arguments, then the settings.
 
     A base URL on a loopback address is probed for the project's simulator,
     so runs against it are marked simulated.
     """
-    base_url = (settings.ANTHROPIC_BASE_URL if base_url is None else base_url).rstrip("/")
+    base_url = (settings.ANTHROPIC_BASE_URL if base_url is None else base_url).rstrip(
+        "/"
+    )
     api_key = settings.ANTHROPIC_API_KEY if api_key is None else api_key
     simulated = bool(base_url) and is_simulator(base_url)
     if simulated and not api_key:
@@ -92,7 +96,9 @@ def is_simulator(base_url: str) -> bool:
     if not loopback:
         return False
     try:
-        with urllib.request.urlopen(f"{base_url}/simulator/health", timeout=2) as response:
+        with urllib.request.urlopen(
+            f"{base_url}/simulator/health", timeout=2
+        ) as response:
             return bool(json.load(response).get("simulator"))
     except (OSError, ValueError, urllib.error.URLError):
         return False
@@ -170,7 +176,9 @@ def run_execution(
     error: BaseException | None = None
     interrupted = False
     try:
-        interrupted = async_to_sync(_stream)(execution, target, recorder, timeout_seconds)
+        interrupted = async_to_sync(_stream)(
+            execution, target, recorder, timeout_seconds
+        )
     except ClaudeSDKError as exc:
         if recorder.result is None:
             error = exc
@@ -181,7 +189,9 @@ def run_execution(
     except BaseException:
         # KeyboardInterrupt, SystemExit or a worker's time limit: close the
         # execution as interrupted, then let the signal go on.
-        recorder.finish(interrupted=True, error="The run was stopped before it finished.")
+        recorder.finish(
+            interrupted=True, error="The run was stopped before it finished."
+        )
         raise
     return recorder.finish(error=error, interrupted=interrupted)
 
@@ -214,7 +224,9 @@ async def _stream(
             interrupted = True
             recorder.interrupt_requested = True
             logger.warning(
-                "Execution %s: no result after %s s, interrupting", execution.pk, timeout_seconds
+                "Execution %s: no result after %s s, interrupting",
+                execution.pk,
+                timeout_seconds,
             )
             await _interrupt(client, consumer)
         if consumer.done() and not consumer.cancelled():

@@ -8,7 +8,6 @@ from agents.models import ApiMessage, Execution, Workflow
 from customers.models import Customer
 
 
-
 def customer_get(slug: str) -> Customer:
     return Customer.objects.get(slug=slug)
 

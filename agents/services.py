@@ -36,7 +36,9 @@ def execution_create(
             code="customer_inactive",
         )
     if not workflow.is_active:
-        raise ValidationError(f"Workflow {workflow.slug} is disabled.", code="workflow_inactive")
+        raise ValidationError(
+            f"Workflow {workflow.slug} is disabled.", code="workflow_inactive"
+        )
     prompt = prompt.strip()
     if not prompt and source == Execution.Source.LIVE:
         raise ValidationError("The prompt is empty.", code="prompt_empty")
@@ -46,7 +48,9 @@ def execution_create(
             code="prompt_too_long",
         )
     if max_turns is not None and max_turns < 1:
-        raise ValidationError(f"max_turns must be at least 1, not {max_turns}.", code="max_turns")
+        raise ValidationError(
+            f"max_turns must be at least 1, not {max_turns}.", code="max_turns"
+        )
     execution = Execution.objects.create(
         customer=customer,
         workflow=workflow,

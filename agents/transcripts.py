@@ -23,11 +23,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
-# The SDK's parser turns the CLI's JSON lines into typed messages. It is a
-# private module of claude-agent-sdk, pinned in the lock file; using it keeps
-# imported and live runs byte-for-byte the same to the recorder.
-from claude_agent_sdk._internal.message_parser import parse_message
+# The SDK's parser turns the CLI's JSON lines into typed messages. Both are
+# private modules of claude-agent-sdk, pinned in the lock file; using them
+# keeps imported and live runs identical to the recorder.
 from claude_agent_sdk._errors import MessageParseError
+from claude_agent_sdk._internal.message_parser import parse_message
 from django.db import transaction
 
 from agents.models import Execution, Workflow
@@ -64,7 +64,9 @@ def read_transcript(path: Path) -> Iterator[TranscriptLine]:
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as exc:
-                yield TranscriptLine(number, None, f"line {number}: invalid JSON ({exc.msg})")
+                yield TranscriptLine(
+                    number, None, f"line {number}: invalid JSON ({exc.msg})"
+                )
                 continue
             if not isinstance(data, dict):
                 yield TranscriptLine(number, None, f"line {number}: not a JSON object")
@@ -94,7 +96,9 @@ def transcript_import(
         if line.data and line.data.get("session_id"):
             first = line.data
             break
-    execution, created = _find_or_create_execution(customer, workflow, first, recorded_at)
+    execution, created = _find_or_create_execution(
+        customer, workflow, first, recorded_at
+    )
     recorder = StreamRecorder(execution, listener=listener, clock=lambda: recorded_at)
     report = TranscriptImport(execution=execution, created=created)
     for line in itertools.chain(head, lines):
@@ -103,7 +107,9 @@ def transcript_import(
         if message is not None and is_usage_message(message):
             recorder.handle(message)
     if recorder.result is None:
-        report.errors.append("the transcript has no result message, so the run was cut off")
+        report.errors.append(
+            "the transcript has no result message, so the run was cut off"
+        )
     recorder.finish()
     logger.info(
         "Execution %s: imported %s (%d lines, %d skipped)",
@@ -152,5 +158,7 @@ def _parse(line: TranscriptLine, report: TranscriptImport):
         return parse_message(line.data)
     except MessageParseError as exc:
         report.skipped_lines += 1
-        report.errors.append(f"line {line.number}: unreadable {line.data.get('type')!r} message ({exc})")
+        report.errors.append(
+            f"line {line.number}: unreadable {line.data.get('type')!r} message ({exc})"
+        )
         return None

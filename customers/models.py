@@ -12,10 +12,14 @@ class Customer(models.Model):
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=64, unique=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.ACTIVE
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     stripe_customer_id = models.CharField(
-        max_length=64, blank=True, help_text="Stripe's cus_… id, set when billing through Stripe."
+        max_length=64,
+        blank=True,
+        help_text="Stripe's cus_… id, set when billing through Stripe.",
     )
     monthly_budget_usd = models.DecimalField(
         max_digits=14,

@@ -8,7 +8,9 @@ def get_by_slug(model, slug: str):
     try:
         return model.objects.get(slug=slug)
     except model.DoesNotExist:
-        known = ", ".join(model.objects.order_by("slug").values_list("slug", flat=True)[:20])
+        known = ", ".join(
+            model.objects.order_by("slug").values_list("slug", flat=True)[:20]
+        )
         raise CommandError(
             f"{model._meta.verbose_name.capitalize()} {slug!r} not found. "
             f"Known: {known or 'none'}."

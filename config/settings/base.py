@@ -75,7 +75,9 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"
+    },
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
@@ -117,7 +119,9 @@ AGENTMARGIN_CLAUDE_CONFIG_DIR = env.str(
     "AGENTMARGIN_CLAUDE_CONFIG_DIR", default=str(BASE_DIR / "var" / "claude-config")
 )
 # A run with no result after this many seconds is interrupted.
-AGENTMARGIN_RUN_TIMEOUT_SECONDS = env.float("AGENTMARGIN_RUN_TIMEOUT_SECONDS", default=1800.0)
+AGENTMARGIN_RUN_TIMEOUT_SECONDS = env.float(
+    "AGENTMARGIN_RUN_TIMEOUT_SECONDS", default=1800.0
+)
 
 LOGGING = {
     "version": 1,

@@ -8,5 +8,6 @@ DEBUG = env.bool("DEBUG", default=True)
 # A fixed key is acceptable only on a developer's machine; production
 # settings refuse to start without a real one.
 SECRET_KEY = env.str(
-    "SECRET_KEY", default="development-only-not-secret-0123456789abcdefghijklmnopqrstuvwxyz"
+    "SECRET_KEY",
+    default="development-only-not-secret-0123456789abcdefghijklmnopqrstuvwxyz",
 )

@@ -2,7 +2,13 @@
 
 import itertools
 
-from claude_agent_sdk import AssistantMessage, ResultMessage, StreamEvent, TextBlock, ToolUseBlock
+from claude_agent_sdk import (
+    AssistantMessage,
+    ResultMessage,
+    StreamEvent,
+    TextBlock,
+    ToolUseBlock,
+)
 
 SESSION_ID = "9f0c3a52-5d1e-4d5e-9a53-0c7e1c1f2b11"
 _uuids = itertools.count(1)
@@ -23,7 +29,10 @@ def usage(input=0, output=1, write_5m=0, write_1h=0, read=0):
 
 def event(body, parent=None):
     return StreamEvent(
-        uuid=f"uuid-{next(_uuids)}", session_id=SESSION_ID, event=body, parent_tool_use_id=parent
+        uuid=f"uuid-{next(_uuids)}",
+        session_id=SESSION_ID,
+        event=body,
+        parent_tool_use_id=parent,
     )
 
 
@@ -61,7 +70,11 @@ def message_stop(parent=None):
 
 def text_delta(text="Looking.", parent=None):
     return event(
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": text},
+        },
         parent,
     )
 

@@ -71,7 +71,9 @@ def test_output_taken_from_last_message_delta():
 def test_interrupted_run_keeps_started_response():
     execution = record(
         [
-            stream.message_start("msg_1", SONNET_46, stream.usage(input=3, write_5m=12000)),
+            stream.message_start(
+                "msg_1", SONNET_46, stream.usage(input=3, write_5m=12000)
+            ),
             stream.text_delta(),
             stream.message_delta(850),
         ],
@@ -85,7 +87,11 @@ def test_interrupted_run_keeps_started_response():
 def test_crash_before_delta_leaves_prompt_cost_committed():
     execution = ExecutionFactory(requested_model=SONNET_46)
     record(
-        [stream.message_start("msg_1", SONNET_46, stream.usage(input=3, write_5m=12000))],
+        [
+            stream.message_start(
+                "msg_1", SONNET_46, stream.usage(input=3, write_5m=12000)
+            )
+        ],
         execution=execution,
         finish=False,
     )
@@ -99,7 +105,11 @@ def test_crash_before_delta_leaves_prompt_cost_committed():
 
 def test_unfinished_response_is_estimated_at_finish():
     execution = record(
-        [stream.message_start("msg_1", SONNET_46, stream.usage(input=3, write_5m=12000))],
+        [
+            stream.message_start(
+                "msg_1", SONNET_46, stream.usage(input=3, write_5m=12000)
+            )
+        ],
         error="connection reset",
     )
     assert execution.status == Execution.Status.FAILED
@@ -144,7 +154,9 @@ def test_subagent_responses_count():
     execution = record(
         [
             stream.message_start("msg_1", SONNET_46, stream.usage(input=10)),
-            stream.message_start("msg_sub", "claude-haiku-4-5", stream.usage(input=20), parent=parent),
+            stream.message_start(
+                "msg_sub", "claude-haiku-4-5", stream.usage(input=20), parent=parent
+            ),
             stream.message_delta(100, parent=parent),
             stream.message_stop(parent=parent),
             stream.message_delta(50),
@@ -184,7 +196,9 @@ def test_reported_cost_difference_stored():
             stream.message_start("msg_1", SONNET_46, stream.usage(input=1000)),
             stream.message_delta(1000),
             stream.message_stop(),
-            stream.result(total_cost_usd=0.02, model_usage={SONNET_46: {"outputTokens": 1000}}),
+            stream.result(
+                total_cost_usd=0.02, model_usage={SONNET_46: {"outputTokens": 1000}}
+            ),
         ]
     )
     assert execution.cost_usd == Decimal("0.018")
@@ -204,7 +218,13 @@ def test_reported_cost_difference_stored():
 )
 def test_result_subtype_sets_status(subtype, terminal_reason, status):
     execution = record(
-        [stream.result(subtype=subtype, is_error=subtype != "success", terminal_reason=terminal_reason)]
+        [
+            stream.result(
+                subtype=subtype,
+                is_error=subtype != "success",
+                terminal_reason=terminal_reason,
+            )
+        ]
     )
     assert execution.status == status
 

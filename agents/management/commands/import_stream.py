@@ -29,7 +29,9 @@ class Command(BaseCommand):
             help="When the run happened (ISO 8601), which sets the prices used. "
             "Default: the file's modification time.",
         )
-        parser.add_argument("--json", action="store_true", help="Print one JSON object per line.")
+        parser.add_argument(
+            "--json", action="store_true", help="Print one JSON object per line."
+        )
 
     def handle(self, *args, **options):
         customer = get_by_slug(Customer, options["customer"])
@@ -42,7 +44,9 @@ class Command(BaseCommand):
 
         def print_update(update):
             if update.complete:
-                self.stdout.write(message_json(update) if as_json else message_line(update))
+                self.stdout.write(
+                    message_json(update) if as_json else message_line(update)
+                )
 
         report = transcript_import(
             customer=customer,
@@ -60,7 +64,9 @@ class Command(BaseCommand):
             return
         self.stdout.write("\n".join(summary_lines(summary)))
         action = "recorded" if report.created else "already imported; topped up"
-        self.stdout.write(f"  {action} from {report.lines} lines, {report.skipped_lines} skipped")
+        self.stdout.write(
+            f"  {action} from {report.lines} lines, {report.skipped_lines} skipped"
+        )
         for error in report.errors[:20]:
             self.stderr.write(f"  warning: {error}")
 
@@ -70,5 +76,7 @@ def _recorded_at(value: str | None, path: Path) -> datetime:
         return datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
     parsed = parse_datetime(value)
     if parsed is None:
-        raise CommandError(f"--at {value!r} is not an ISO 8601 date-time, e.g. 2026-11-30T14:00:00Z.")
+        raise CommandError(
+            f"--at {value!r} is not an ISO 8601 date-time, e.g. 2026-11-30T14:00:00Z."
+        )
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -22,8 +22,12 @@ class Command(BaseCommand):
         parser.add_argument("prompt", help="Input for the workflow's prompt template.")
         parser.add_argument("--customer", required=True, help="Customer slug.")
         parser.add_argument("--workflow", required=True, help="Workflow slug.")
-        parser.add_argument("--model", help="Model id to request instead of the workflow's.")
-        parser.add_argument("--max-turns", type=int, help="Turn limit instead of the workflow's.")
+        parser.add_argument(
+            "--model", help="Model id to request instead of the workflow's."
+        )
+        parser.add_argument(
+            "--max-turns", type=int, help="Turn limit instead of the workflow's."
+        )
         parser.add_argument(
             "--timeout", type=float, help="Seconds before the run is interrupted."
         )
@@ -58,15 +62,19 @@ class Command(BaseCommand):
 
         def print_update(update):
             if update.complete:
-                self.stdout.write(message_json(update) if as_json else message_line(update))
+                self.stdout.write(
+                    message_json(update) if as_json else message_line(update)
+                )
                 self.stdout.flush()
 
         run_execution(
-            execution, target=target, listener=print_update, timeout_seconds=options["timeout"]
+            execution,
+            target=target,
+            listener=print_update,
+            timeout_seconds=options["timeout"],
         )
         summary = execution_summary(execution)
         if as_json:
             self.stdout.write(json.dumps({"type": "summary", **summary}))
         else:
             self.stdout.write("\n".join(summary_lines(summary)))
-

@@ -9,7 +9,11 @@ from agents.models import Workflow
 from customers.models import Customer
 
 CUSTOMERS = [
-    {"slug": "acme", "name": "Acme Corporation", "monthly_budget_usd": Decimal("500.00")},
+    {
+        "slug": "acme",
+        "name": "Acme Corporation",
+        "monthly_budget_usd": Decimal("500.00"),
+    },
     {"slug": "globex", "name": "Globex Inc.", "monthly_budget_usd": None},
 ]
 
@@ -73,7 +77,8 @@ class Command(BaseCommand):
     def _ensure_staff_user(self):
         user_model = get_user_model()
         user, created = user_model.objects.get_or_create(
-            username=DEMO_STAFF_USERNAME, defaults={"is_staff": True, "is_superuser": True}
+            username=DEMO_STAFF_USERNAME,
+            defaults={"is_staff": True, "is_superuser": True},
         )
         if created:
             user.set_password(DEMO_STAFF_PASSWORD)
