@@ -1,0 +1,40 @@
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_manage(*args, **env):
+    environment = {
+        key: value for key, value in os.environ.items() if key != "SECRET_KEY"
+    }
+    environment.update(DJANGO_SETTINGS_MODULE="config.settings.production", **env)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_production_settings_pass_deploy_check():
+    completed = run_manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        SECRET_KEY=secrets.token_urlsafe(50),
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "no issues" in completed.stdout
+
+
+def test_production_refuses_missing_secret_key():
+    completed = run_manage("check")
+    assert completed.returncode != 0
+    assert "SECRET_KEY is missing" in completed.stderr
