@@ -112,11 +112,16 @@ def build_options(execution: Execution, target: ApiTarget) -> ClaudeAgentOptions
     env = {
         "ANTHROPIC_API_KEY": target.api_key,
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        # Without this the CLI (2.1.332) keeps a subagent's messages to
+        # itself, and their tokens would go unrecorded.
+        "CLAUDE_CODE_FORWARD_SUBAGENT_TEXT": "1",
     }
     if target.base_url:
         env["ANTHROPIC_BASE_URL"] = target.base_url
     if settings.AGENTMARGIN_CLAUDE_CONFIG_DIR:
-        env["CLAUDE_CONFIG_DIR"] = str(settings.AGENTMARGIN_CLAUDE_CONFIG_DIR)
+        config_dir = Path(settings.AGENTMARGIN_CLAUDE_CONFIG_DIR)
+        env["CLAUDE_CONFIG_DIR"] = str(config_dir)
+        env["CLAUDE_CODE_TMPDIR"] = str(config_dir / "tmp")
     budget = None
     if workflow.per_run_budget_usd is not None:
         # The SDK's option is a float; it is only a hint to the CLI; our own
