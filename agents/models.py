@@ -101,6 +101,11 @@ class Execution(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last sign of life from the worker running it."
+    )
+    worker = models.CharField(max_length=200, blank=True, help_text="Worker that ran it.")
+
     sdk_session_id = models.CharField(max_length=64, blank=True, db_index=True)
     num_turns = models.PositiveIntegerField(default=0)
     result_subtype = models.CharField(max_length=40, blank=True)
@@ -152,7 +157,10 @@ class Execution(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["customer", "created_at"])]
+        indexes = [
+            models.Index(fields=["customer", "created_at"]),
+            models.Index(fields=["customer", "status"]),
+        ]
 
     def __str__(self):
         return f"Execution {self.pk} ({self.workflow.slug}, {self.status})"

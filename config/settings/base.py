@@ -92,9 +92,38 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+
+# Agent runs ------------------------------------------------------------
+# A run with no result after this many seconds is interrupted through the
+# SDK client and ends `interrupted` (the soft limit).
+AGENTMARGIN_RUN_TIMEOUT_SECONDS = env.int("AGENTMARGIN_RUN_TIMEOUT_SECONDS", default=1800)
+# Celery's own limits back the run timeout up: the soft one lets the task
+# close the execution, the hard one kills the worker process.
+AGENTMARGIN_TASK_SOFT_TIME_LIMIT = AGENTMARGIN_RUN_TIMEOUT_SECONDS + 60
+AGENTMARGIN_TASK_HARD_TIME_LIMIT = AGENTMARGIN_TASK_SOFT_TIME_LIMIT + 120
+# Executions a customer may have running at once; more wait in `queued`.
+AGENTMARGIN_CUSTOMER_CONCURRENCY = env.int("AGENTMARGIN_CUSTOMER_CONCURRENCY", default=4)
+# A running execution whose worker has not written a heartbeat for
+# AGENTMARGIN_STALE_AFTER_SECONDS is taken as dead and swept.
+AGENTMARGIN_HEARTBEAT_SECONDS = env.int("AGENTMARGIN_HEARTBEAT_SECONDS", default=15)
+AGENTMARGIN_STALE_AFTER_SECONDS = env.int("AGENTMARGIN_STALE_AFTER_SECONDS", default=90)
+
+# Celery ------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
 CELERY_TIMEZONE = TIME_ZONE
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Redis hands an unacknowledged message to another worker after the
+# visibility timeout; it must outlast the longest task, or a run still in
+# progress would be delivered twice.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": AGENTMARGIN_TASK_HARD_TIME_LIMIT + 600,
+}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
 REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
@@ -117,10 +146,6 @@ AGENTMARGIN_AGENT_CWD = env.path(
 # into the home directory of whoever runs the worker. Empty means ~/.claude.
 AGENTMARGIN_CLAUDE_CONFIG_DIR = env.str(
     "AGENTMARGIN_CLAUDE_CONFIG_DIR", default=str(BASE_DIR / "var" / "claude-config")
-)
-# A run with no result after this many seconds is interrupted.
-AGENTMARGIN_RUN_TIMEOUT_SECONDS = env.float(
-    "AGENTMARGIN_RUN_TIMEOUT_SECONDS", default=1800.0
 )
 
 LOGGING = {

@@ -1,0 +1,39 @@
+"""Periodic jobs run by Celery beat, installed into django-celery-beat's tables.
+
+Each entry becomes a PeriodicTask the first time `migrate` runs. An entry
+that already exists is left alone, so an interval that staff changed in the
+admin survives later deploys.
+"""
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+SCHEDULES = [
+    {
+        "name": "Sweep stalled executions",
+        "task": "agents.tasks.sweep_executions",
+        "every_seconds": 60,
+    },
+    {
+        "name": "Roll up usage",
+        "task": "billing.tasks.roll_up_usage",
+        "every_seconds": 300,
+    },
+    # Billing period close, Stripe metering and reconciliation, and alert
+    # evaluation add their entries here.
+]
+
+
+def install_schedules(**kwargs) -> None:
+    """Create the PeriodicTask of every entry that does not exist yet."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    for entry in SCHEDULES:
+        if PeriodicTask.objects.filter(name=entry["name"]).exists():
+            continue
+        interval, _ = IntervalSchedule.objects.get_or_create(
+            every=entry["every_seconds"], period=IntervalSchedule.SECONDS
+        )
+        PeriodicTask.objects.create(name=entry["name"], task=entry["task"], interval=interval)
+        logger.info("Installed periodic task %s (%s)", entry["name"], entry["task"])
