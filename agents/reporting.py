@@ -1,54 +1,107 @@
-"""Text and JSON lines printed by the run_agent and import_stream commands."""
+"""Text and JSON lines printed by the agent commands (run_agent, import_stream, show_execution)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
+from decimal import Decimal
 
+from agents.models import ApiMessage
 from agents.recorder import MessageUpdate
 from agents.selectors import decimal_text
 
+TOKEN_KEYS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "web_search_requests",
+)
 
-def message_line(update: MessageUpdate) -> str:
-    """Format one API message as a line of text, with the running total."""
+
+def message_record(update: MessageUpdate) -> dict:
+    """Return one streamed API message as the dict the commands print."""
     state = update.message
-    usage = state.usage
-    cost = "unpriced" if state.cost_usd is None else f"${decimal_text(state.cost_usd)}"
-    running = f"${decimal_text(update.running_cost_usd)}" + (
-        " + unpriced" if update.unpriced else ""
+    return _record(
+        state.message_id,
+        state.model,
+        state.parent_tool_use_id,
+        {key: getattr(state.usage, key) for key in TOKEN_KEYS},
+        state.cost_usd,
+        update.running_cost_usd,
+        unpriced_so_far=update.unpriced,
+        estimated=state.estimated,
     )
+
+
+def row_records(rows: Iterable[ApiMessage]) -> Iterator[dict]:
+    """Yield stored API messages as the dicts the commands print, with running totals."""
+    running = Decimal(0)
+    unpriced = False
+    for row in rows:
+        if row.cost_usd is None:
+            unpriced = True
+        else:
+            running += row.cost_usd
+        yield _record(
+            row.message_id,
+            row.model,
+            row.parent_tool_use_id,
+            {key: getattr(row, key) for key in TOKEN_KEYS},
+            row.cost_usd,
+            running,
+            unpriced_so_far=unpriced,
+            estimated=row.estimated,
+        )
+
+
+def _record(
+    message_id,
+    model,
+    parent_tool_use_id,
+    counts,
+    cost,
+    running,
+    *,
+    unpriced_so_far,
+    estimated,
+) -> dict:
+    return {
+        "type": "api_message",
+        "message_id": message_id,
+        "model": model,
+        "parent_tool_use_id": parent_tool_use_id or None,
+        **counts,
+        "cost_usd": decimal_text(cost),
+        "running_cost_usd": decimal_text(running),
+        "unpriced_so_far": unpriced_so_far,
+        "estimated": estimated,
+    }
+
+
+def message_json(record: dict) -> str:
+    """Format one API message record as one JSON object."""
+    return json.dumps(record)
+
+
+def message_line(record: dict) -> str:
+    """Format one API message record as a line of text, with the running total."""
+    cost = "unpriced" if record["cost_usd"] is None else f"${record['cost_usd']}"
+    running = f"${record['running_cost_usd']}"
+    if record["unpriced_so_far"]:
+        running += " + unpriced"
     flags = []
-    if state.parent_tool_use_id:
+    if record["parent_tool_use_id"]:
         flags.append("subagent")
-    if state.estimated:
+    if record["estimated"]:
         flags.append("estimated")
     suffix = f" [{', '.join(flags)}]" if flags else ""
     return (
-        f"{state.message_id}  {state.model}  in={usage.input_tokens} out={usage.output_tokens} "
-        f"cw5m={usage.cache_write_5m_tokens} cw1h={usage.cache_write_1h_tokens} "
-        f"cr={usage.cache_read_tokens}  cost={cost}  total={running}{suffix}"
-    )
-
-
-def message_json(update: MessageUpdate) -> str:
-    """Format one API message as one JSON object."""
-    state = update.message
-    usage = state.usage
-    return json.dumps(
-        {
-            "type": "api_message",
-            "message_id": state.message_id,
-            "model": state.model,
-            "parent_tool_use_id": state.parent_tool_use_id or None,
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "cache_write_5m_tokens": usage.cache_write_5m_tokens,
-            "cache_write_1h_tokens": usage.cache_write_1h_tokens,
-            "cache_read_tokens": usage.cache_read_tokens,
-            "web_search_requests": usage.web_search_requests,
-            "cost_usd": decimal_text(state.cost_usd),
-            "running_cost_usd": decimal_text(update.running_cost_usd),
-            "estimated": state.estimated,
-        }
+        f"{record['message_id']}  {record['model']}  in={record['input_tokens']} "
+        f"out={record['output_tokens']} cw5m={record['cache_write_5m_tokens']} "
+        f"cw1h={record['cache_write_1h_tokens']} cr={record['cache_read_tokens']}  "
+        f"cost={cost}  total={running}{suffix}"
     )
 
 

@@ -28,6 +28,7 @@ from claude_agent_sdk import (
 )
 from django.conf import settings
 
+from agents.heartbeat import Heartbeat
 from agents.models import Execution
 from agents.recorder import MessageUpdate, StreamRecorder, is_usage_message
 
@@ -156,12 +157,15 @@ def run_execution(
     target: ApiTarget | None = None,
     listener: Callable[[MessageUpdate], None] | None = None,
     timeout_seconds: float | None = None,
+    stop_exceptions: tuple[type[BaseException], ...] = (),
 ) -> Execution:
     """Run `execution` to its end, recording every API message as it arrives.
 
     Returns the execution in its final status. Errors of the SDK or the CLI
-    end the execution `failed` with the error text; a timeout ends it
-    `interrupted`. Everything recorded before either is kept.
+    end the execution `failed` with the error text; a timeout, or one of
+    `stop_exceptions` (a worker's soft time limit), ends it `interrupted`.
+    Everything recorded before either is kept. A heartbeat thread marks the
+    execution alive for the sweeper while it runs.
     """
     target = target or resolve_target()
     if timeout_seconds is None:
@@ -181,9 +185,14 @@ def run_execution(
     error: BaseException | None = None
     interrupted = False
     try:
-        interrupted = async_to_sync(_stream)(
-            execution, target, recorder, timeout_seconds
-        )
+        with Heartbeat(execution.pk, settings.AGENTMARGIN_HEARTBEAT_SECONDS):
+            interrupted = async_to_sync(_stream)(
+                execution, target, recorder, timeout_seconds
+            )
+    except stop_exceptions as exc:
+        interrupted = True
+        error = exc
+        logger.warning("Execution %s: stopped: %r", execution.pk, exc)
     except ClaudeSDKError as exc:
         if recorder.result is None:
             error = exc

@@ -13,3 +13,8 @@ api_message_recorded = Signal()
 # Sent with `execution_id` and `status` once an execution reaches a final
 # status.
 execution_finished = Signal()
+
+# Sent with `execution_id` and `customer_id` when the sweeper finds a running
+# execution whose worker stopped sending heartbeats and marks it
+# interrupted.
+execution_stalled = Signal()

@@ -7,6 +7,9 @@ class BillingConfig(AppConfig):
     verbose_name = "Billing"
 
     def ready(self):
+        from agents.signals import execution_stalled
+        from billing.receivers import on_execution_stalled
         from config.schedules import install_schedules
 
         post_migrate.connect(install_schedules, sender=self)
+        execution_stalled.connect(on_execution_stalled, dispatch_uid="billing.stalled_alert")

@@ -1,5 +1,7 @@
 """Test settings: PostgreSQL and Redis on localhost unless the environment says otherwise."""
 
+import os
+
 from .base import *  # noqa: F403
 from .base import env
 
@@ -14,8 +16,14 @@ DATABASES = {
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 
-# Tests never reach Anthropic; each agent test points the runner at the
-# local simulator explicitly.
-ANTHROPIC_BASE_URL = ""
+# Tests never reach Anthropic: the API key from the environment is ignored,
+# and the base URL is only ever the local simulator, which the worker tests
+# pass to their Celery workers through AGENTMARGIN_TEST_SIMULATOR_URL.
+ANTHROPIC_BASE_URL = env.str("AGENTMARGIN_TEST_SIMULATOR_URL", default="")
 ANTHROPIC_API_KEY = ""
 STRIPE_API_KEY = ""
+
+# A queue of this test run's own, so a developer's worker never takes test
+# tasks, and two test runs never share one. Worker tests hand the name to
+# their Celery workers through the same variable.
+CELERY_TASK_DEFAULT_QUEUE = env.str("AGENTMARGIN_TASK_QUEUE", default=f"agentmargin-test-{os.getpid()}")

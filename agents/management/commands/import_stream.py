@@ -7,7 +7,7 @@ from django.utils.dateparse import parse_datetime
 
 from agents.management.lookup import get_by_slug
 from agents.models import Workflow
-from agents.reporting import message_json, message_line, summary_lines
+from agents.reporting import message_json, message_line, message_record, summary_lines
 from agents.selectors import execution_summary
 from agents.transcripts import transcript_import
 from customers.models import Customer
@@ -41,12 +41,11 @@ class Command(BaseCommand):
             raise CommandError(f"Transcript {path} not found or not a file.")
         recorded_at = _recorded_at(options["at"], path)
         as_json = options["json"]
+        format_record = message_json if as_json else message_line
 
         def print_update(update):
             if update.complete:
-                self.stdout.write(
-                    message_json(update) if as_json else message_line(update)
-                )
+                self.stdout.write(format_record(message_record(update)))
 
         report = transcript_import(
             customer=customer,

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from agents.management.lookup import get_by_slug
 from agents.models import Workflow
-from agents.reporting import message_json, message_line, summary_lines
+from agents.reporting import message_json, message_line, message_record, summary_lines
 from agents.runner import RunnerConfigurationError, resolve_target, run_execution
 from agents.selectors import execution_summary
 from agents.services import execution_create
@@ -54,6 +54,7 @@ class Command(BaseCommand):
             raise CommandError(" ".join(exc.messages)) from exc
 
         as_json = options["json"]
+        format_record = message_json if as_json else message_line
         if not as_json:
             self.stdout.write(
                 f"Execution {execution.pk}: {workflow.slug} for {customer.slug} "
@@ -62,9 +63,7 @@ class Command(BaseCommand):
 
         def print_update(update):
             if update.complete:
-                self.stdout.write(
-                    message_json(update) if as_json else message_line(update)
-                )
+                self.stdout.write(format_record(message_record(update)))
                 self.stdout.flush()
 
         run_execution(
