@@ -6,7 +6,6 @@ pricing engine, so a pricing fault cannot hide itself.
 
 import json
 import subprocess
-import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from django.core.management import call_command
 from agents.models import ApiMessage, Execution
 from agents.runner import ApiTarget, resolve_target, run_execution
 from agents.simulator import SimulatorServer, scenario_usage
-from agents.simulator.scenarios import SCENARIOS
 from tests.factories import ExecutionFactory, WorkflowFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
