@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test lint format lock benchmark clean
+.PHONY: install demo test worker beat lint format lock benchmark clean
 
 install: $(INSTALLED)
 
@@ -21,6 +21,14 @@ demo: install
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Celery worker and beat against the configured broker (REDIS_URL or
+# CELERY_BROKER_URL) and database (DATABASE_URL).
+worker: install
+	$(VENV)/bin/celery -A config worker --loglevel INFO --concurrency $${WORKER_CONCURRENCY:-2}
+
+beat: install
+	$(VENV)/bin/celery -A config beat --loglevel INFO
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -11,3 +11,11 @@ SECRET_KEY = env.str(
     "SECRET_KEY",
     default="development-only-not-secret-0123456789abcdefghijklmnopqrstuvwxyz",
 )
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # The demo's worker writes while the command that follows it reads:
+    # write-ahead logging lets them work at once, and the busy timeout makes
+    # a writer wait for another instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(  # noqa: F405
+        {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 20}
+    )
