@@ -13,6 +13,7 @@ import dataclasses
 import ipaddress
 import json
 import logging
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -78,6 +79,12 @@ def resolve_target(
     simulated = bool(base_url) and is_simulator(base_url)
     if simulated and not api_key:
         api_key = SIMULATOR_API_KEY
+    if not api_key and base_url:
+        raise RunnerConfigurationError(
+            f"ANTHROPIC_BASE_URL is {base_url}, which is not a running simulator, "
+            "and ANTHROPIC_API_KEY is not set. Start the simulator there "
+            "(python manage.py run_simulator) or set ANTHROPIC_API_KEY."
+        )
     if not api_key:
         raise RunnerConfigurationError(
             "ANTHROPIC_API_KEY is not set. Set it to run against the real API, "
@@ -182,16 +189,20 @@ def run_execution(
         execution.requested_model,
         target.description,
     )
-    error: BaseException | None = None
+    error: BaseException | str | None = None
     interrupted = False
+    control = StreamControl()
     try:
         with Heartbeat(execution.pk, settings.AGENTMARGIN_HEARTBEAT_SECONDS):
             interrupted = async_to_sync(_stream)(
-                execution, target, recorder, timeout_seconds
+                execution, target, recorder, timeout_seconds, control
             )
+        if interrupted:
+            error = f"No result after {timeout_seconds:g} s; the run was interrupted."
     except stop_exceptions as exc:
+        control.stop()
         interrupted = True
-        error = exc
+        error = f"The worker's time limit stopped the run ({type(exc).__name__})."
         logger.warning("Execution %s: stopped: %r", execution.pk, exc)
     except ClaudeSDKError as exc:
         if recorder.result is None:
@@ -200,14 +211,46 @@ def run_execution(
     except Exception as exc:  # noqa: BLE001 - whatever the failure, keep what was recorded
         error = exc
         logger.exception("Execution %s: run failed", execution.pk)
-    except BaseException:
-        # KeyboardInterrupt, SystemExit or a worker's time limit: close the
-        # execution as interrupted, then let the signal go on.
+    except BaseException as exc:
+        # KeyboardInterrupt or SystemExit: stop the CLI, close the execution
+        # as interrupted, then let the exception go on.
+        control.stop()
         recorder.finish(
-            interrupted=True, error="The run was stopped before it finished."
+            interrupted=True,
+            error=f"The run was stopped before it finished ({type(exc).__name__}).",
         )
         raise
     return recorder.finish(error=error, interrupted=interrupted)
+
+
+class StreamControl:
+    """Lets the calling thread cancel a stream running in async_to_sync's loop.
+
+    An exception raised in the calling thread (Ctrl-C, SIGTERM turned into
+    SystemExit, a worker's soft time limit) leaves that loop running, and
+    the CLI with it. `stop()` cancels the stream task so the SDK client
+    closes and ends the CLI process, and waits for that.
+    """
+
+    STOP_WAIT_SECONDS = 15
+
+    def __init__(self):
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.task: asyncio.Task | None = None
+        self.finished = threading.Event()
+
+    def attach(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+
+    def stop(self) -> None:
+        if self.loop is None or self.task is None or self.finished.is_set():
+            return
+        self.loop.call_soon_threadsafe(self.task.cancel)
+        if not self.finished.wait(self.STOP_WAIT_SECONDS):
+            logger.warning(
+                "The agent stream did not stop within %s s", self.STOP_WAIT_SECONDS
+            )
 
 
 async def _stream(
@@ -215,8 +258,17 @@ async def _stream(
     target: ApiTarget,
     recorder: StreamRecorder,
     timeout_seconds: float,
+    control: StreamControl,
 ) -> bool:
     """Stream the run into the recorder; return whether it had to be interrupted."""
+    control.attach()
+    try:
+        return await _stream_messages(execution, target, recorder, timeout_seconds)
+    finally:
+        control.finished.set()
+
+
+async def _stream_messages(execution, target, recorder, timeout_seconds) -> bool:
     handle = sync_to_async(recorder.handle, thread_sensitive=True)
     options = build_options(execution, target)
     prompt = execution.workflow.render_prompt(execution.prompt)

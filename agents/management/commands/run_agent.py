@@ -1,4 +1,5 @@
 import json
+import signal
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -29,13 +30,20 @@ class Command(BaseCommand):
             "--max-turns", type=int, help="Turn limit instead of the workflow's."
         )
         parser.add_argument(
-            "--timeout", type=float, help="Seconds before the run is interrupted."
+            "--timeout",
+            type=float,
+            help="Seconds without a result before the run is interrupted "
+            "(default AGENTMARGIN_RUN_TIMEOUT_SECONDS).",
         )
         parser.add_argument(
             "--json", action="store_true", help="Print one JSON object per line."
         )
 
     def handle(self, *args, **options):
+        if options["timeout"] is not None and options["timeout"] <= 0:
+            raise CommandError(
+                f"--timeout must be a positive number of seconds, not {options['timeout']:g}."
+            )
         customer = get_by_slug(Customer, options["customer"])
         workflow = get_by_slug(Workflow, options["workflow"])
         try:
@@ -66,14 +74,24 @@ class Command(BaseCommand):
                 self.stdout.write(format_record(message_record(update)))
                 self.stdout.flush()
 
-        run_execution(
-            execution,
-            target=target,
-            listener=print_update,
-            timeout_seconds=options["timeout"],
-        )
+        # SIGTERM ends the run like Ctrl-C: the CLI is stopped and the
+        # execution closed as interrupted with what it recorded.
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        try:
+            run_execution(
+                execution,
+                target=target,
+                listener=print_update,
+                timeout_seconds=options["timeout"],
+            )
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         summary = execution_summary(execution)
         if as_json:
             self.stdout.write(json.dumps({"type": "summary", **summary}))
         else:
             self.stdout.write("\n".join(summary_lines(summary)))
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
