@@ -6,6 +6,8 @@ class AgentsConfig(AppConfig):
     verbose_name = "Agents"
 
     def ready(self):
+        from . import live
         from .pricing import overrides
 
         overrides.connect_signals()
+        live.connect_signals()

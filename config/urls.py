@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 admin.site.site_header = "AgentMargin"
@@ -9,4 +9,5 @@ admin.site.index_title = "Costs, customers and agent runs"
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
+    path("executions/", include("agents.urls")),
 ]
