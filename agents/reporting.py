@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 
 from agents.models import ApiMessage
@@ -20,19 +20,36 @@ TOKEN_KEYS = (
 )
 
 
-def message_record(update: MessageUpdate) -> dict:
-    """Return one streamed API message as the dict the commands print."""
-    state = update.message
-    return _record(
-        state.message_id,
-        state.model,
-        state.parent_tool_use_id,
-        {key: getattr(state.usage, key) for key in TOKEN_KEYS},
-        state.cost_usd,
-        update.running_cost_usd,
-        unpriced_so_far=update.unpriced,
-        estimated=state.estimated,
-    )
+class MessagePrinter:
+    """Print each API message once it is complete, with the total of those printed.
+
+    A message's cost can still change after it was printed (the run's result
+    fills in output counts that never streamed); printing it again replaces
+    its share of the total.
+    """
+
+    def __init__(self, write: Callable[[str], None], *, as_json: bool = False):
+        self.write = write
+        self.format = message_json if as_json else message_line
+        self.costs: dict[str, Decimal | None] = {}
+
+    def __call__(self, update: MessageUpdate) -> None:
+        if not update.complete:
+            return
+        state = update.message
+        self.costs[state.message_id] = state.cost_usd
+        known = [cost for cost in self.costs.values() if cost is not None]
+        record = _record(
+            state.message_id,
+            state.model,
+            state.parent_tool_use_id,
+            {key: getattr(state.usage, key) for key in TOKEN_KEYS},
+            state.cost_usd,
+            sum(known, Decimal(0)),
+            unpriced_so_far=len(known) < len(self.costs),
+            estimated=state.estimated,
+        )
+        self.write(self.format(record))
 
 
 def row_records(rows: Iterable[ApiMessage]) -> Iterator[dict]:

@@ -30,11 +30,16 @@ from claude_agent_sdk._errors import MessageParseError
 from claude_agent_sdk._internal.message_parser import parse_message
 from django.db import transaction
 
-from agents.models import Execution, Workflow
+from agents.models import ApiMessage, Execution, Workflow
 from agents.recorder import MessageUpdate, StreamRecorder, is_usage_message
+from agents.simulator import SIMULATOR_MESSAGE_ID_PREFIX
 from customers.models import Customer
 
 logger = logging.getLogger(__name__)
+
+
+class TranscriptError(Exception):
+    """The file is not a transcript that can be imported; nothing was recorded."""
 
 
 @dataclasses.dataclass
@@ -96,6 +101,12 @@ def transcript_import(
         if line.data and line.data.get("session_id"):
             first = line.data
             break
+    if not first:
+        raise TranscriptError(
+            f"{path} has no Claude Code message with a session id in "
+            f"{len(head)} non-empty lines; expected the output of "
+            "`claude -p --output-format stream-json --verbose`."
+        )
     execution, created = _find_or_create_execution(
         customer, workflow, first, recorded_at
     )
@@ -111,6 +122,7 @@ def transcript_import(
             "the transcript has no result message, so the run was cut off"
         )
     recorder.finish()
+    _mark_simulated(execution)
     logger.info(
         "Execution %s: imported %s (%d lines, %d skipped)",
         execution.pk,
@@ -123,20 +135,22 @@ def transcript_import(
 
 @transaction.atomic
 def _find_or_create_execution(customer, workflow, first: dict, recorded_at: datetime):
-    session_id = first.get("session_id", "")
-    if session_id:
-        execution = (
-            Execution.objects.select_for_update()
-            .filter(
-                customer=customer,
-                workflow=workflow,
-                source=Execution.Source.IMPORTED,
-                sdk_session_id=session_id,
+    session_id = first["session_id"]
+    execution = (
+        Execution.objects.select_for_update()
+        .select_related("customer", "workflow")
+        .filter(source=Execution.Source.IMPORTED, sdk_session_id=session_id)
+        .first()
+    )
+    if execution is not None:
+        if (execution.customer_id, execution.workflow_id) != (customer.pk, workflow.pk):
+            # One session billed to two customers would double its cost.
+            raise TranscriptError(
+                f"Session {session_id} was already imported as execution "
+                f"{execution.pk} for customer {execution.customer.slug}, "
+                f"workflow {execution.workflow.slug}."
             )
-            .first()
-        )
-        if execution is not None:
-            return execution, False
+        return execution, False
     execution = Execution.objects.create(
         customer=customer,
         workflow=workflow,
@@ -146,7 +160,24 @@ def _find_or_create_execution(customer, workflow, first: dict, recorded_at: date
         sdk_session_id=session_id,
         started_at=recorded_at,
     )
+    # The run happened at `recorded_at`, so that is the day it counts on.
+    Execution.objects.filter(pk=execution.pk).update(created_at=recorded_at)
+    execution.created_at = recorded_at
     return execution, True
+
+
+def _mark_simulated(execution: Execution) -> None:
+    """Flag an imported run whose responses all came from the local simulator."""
+    messages = ApiMessage.objects.filter(execution=execution)
+    simulated = (
+        messages.exists()
+        and not messages.exclude(
+            message_id__startswith=SIMULATOR_MESSAGE_ID_PREFIX
+        ).exists()
+    )
+    if simulated != execution.simulated:
+        execution.simulated = simulated
+        Execution.objects.filter(pk=execution.pk).update(simulated=simulated)
 
 
 def _parse(line: TranscriptLine, report: TranscriptImport):

@@ -5,6 +5,7 @@ Importing this package needs no Django settings.
 
 from .scenarios import SCENARIOS, Scenario, UnknownScenarioError, scenario_usage
 from .server import (
+    SIMULATOR_MESSAGE_ID_PREFIX,
     SIMULATOR_NAME,
     SIMULATOR_VERSION,
     RequestRecord,
@@ -13,6 +14,7 @@ from .server import (
 
 __all__ = [
     "SCENARIOS",
+    "SIMULATOR_MESSAGE_ID_PREFIX",
     "SIMULATOR_NAME",
     "SIMULATOR_VERSION",
     "RequestRecord",

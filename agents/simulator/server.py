@@ -38,6 +38,9 @@ from .scenarios import (
 
 logger = logging.getLogger(__name__)
 
+# Every message id the simulator issues starts with this, so a transcript of
+# a simulated run can be told apart from one of a real run.
+SIMULATOR_MESSAGE_ID_PREFIX = "msg_sim_"
 SIMULATOR_NAME = "agentmargin-simulator"
 SIMULATOR_VERSION = "1.0"
 HEALTH_PATH = "/simulator/health"
@@ -215,7 +218,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._record(status=OVERLOADED_STATUS, stream=stream, **fields)
             return
 
-        message_id = self.state.new_id("msg_sim_")
+        message_id = self.state.new_id(SIMULATOR_MESSAGE_ID_PREFIX)
         reported_model = scenario.reported_model(model)
         fields.update(message_id=message_id, reported_model=reported_model)
         spec = scenario.turn(turn)

@@ -255,6 +255,7 @@ def test_import_stream_matches_live_cost(simulator, tmp_path, partial):
     summary = json.loads(out.getvalue().splitlines()[-1])
     turns = scenario_usage("tool-loop")
     assert summary["status"] == "succeeded"
+    assert summary["simulated"] is True
     assert summary["api_messages"] == len(turns)
     assert summary["output_tokens"] == sum(turn["output_tokens"] for turn in turns)
     assert Decimal(summary["cost_usd"]) == expected_cost("claude-sonnet-4-6", turns)

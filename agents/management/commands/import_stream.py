@@ -7,9 +7,9 @@ from django.utils.dateparse import parse_datetime
 
 from agents.management.lookup import get_by_slug
 from agents.models import Workflow
-from agents.reporting import message_json, message_line, message_record, summary_lines
+from agents.reporting import MessagePrinter, summary_lines
 from agents.selectors import execution_summary
-from agents.transcripts import transcript_import
+from agents.transcripts import TranscriptError, transcript_import
 from customers.models import Customer
 
 
@@ -41,19 +41,18 @@ class Command(BaseCommand):
             raise CommandError(f"Transcript {path} not found or not a file.")
         recorded_at = _recorded_at(options["at"], path)
         as_json = options["json"]
-        format_record = message_json if as_json else message_line
+        print_update = MessagePrinter(self.stdout.write, as_json=as_json)
 
-        def print_update(update):
-            if update.complete:
-                self.stdout.write(format_record(message_record(update)))
-
-        report = transcript_import(
-            customer=customer,
-            workflow=workflow,
-            path=path,
-            recorded_at=recorded_at,
-            listener=print_update,
-        )
+        try:
+            report = transcript_import(
+                customer=customer,
+                workflow=workflow,
+                path=path,
+                recorded_at=recorded_at,
+                listener=print_update,
+            )
+        except TranscriptError as exc:
+            raise CommandError(str(exc)) from exc
         summary = execution_summary(report.execution)
         summary["created"] = report.created
         summary["lines"] = report.lines

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from agents.management.lookup import get_by_slug
 from agents.models import Workflow
-from agents.reporting import message_json, message_line, message_record, summary_lines
+from agents.reporting import MessagePrinter, summary_lines
 from agents.runner import RunnerConfigurationError, resolve_target, run_execution
 from agents.selectors import execution_summary
 from agents.services import execution_create
@@ -62,17 +62,12 @@ class Command(BaseCommand):
             raise CommandError(" ".join(exc.messages)) from exc
 
         as_json = options["json"]
-        format_record = message_json if as_json else message_line
         if not as_json:
             self.stdout.write(
                 f"Execution {execution.pk}: {workflow.slug} for {customer.slug} "
                 f"on {execution.requested_model}, against {target.description}"
             )
-
-        def print_update(update):
-            if update.complete:
-                self.stdout.write(format_record(message_record(update)))
-                self.stdout.flush()
+        print_update = MessagePrinter(self._write_line, as_json=as_json)
 
         # SIGTERM ends the run like Ctrl-C: the CLI is stopped and the
         # execution closed as interrupted with what it recorded.
@@ -91,6 +86,10 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps({"type": "summary", **summary}))
         else:
             self.stdout.write("\n".join(summary_lines(summary)))
+
+    def _write_line(self, line: str) -> None:
+        self.stdout.write(line)
+        self.stdout.flush()
 
 
 def _exit_on_sigterm(signum, frame):
