@@ -108,6 +108,13 @@ AGENTMARGIN_CUSTOMER_CONCURRENCY = env.int("AGENTMARGIN_CUSTOMER_CONCURRENCY", d
 AGENTMARGIN_HEARTBEAT_SECONDS = env.int("AGENTMARGIN_HEARTBEAT_SECONDS", default=15)
 AGENTMARGIN_STALE_AFTER_SECONDS = env.int("AGENTMARGIN_STALE_AFTER_SECONDS", default=90)
 
+# Live progress: each recorded message is published to Redis pub/sub.
+AGENTMARGIN_LIVE_UPDATES = env.bool("AGENTMARGIN_LIVE_UPDATES", default=True)
+AGENTMARGIN_LIVE_CHANNEL_PREFIX = env.str("AGENTMARGIN_LIVE_CHANNEL_PREFIX", default="agentmargin")
+# An event stream is closed after this long; each open one holds a web
+# worker thread.
+AGENTMARGIN_LIVE_STREAM_MAX_SECONDS = env.int("AGENTMARGIN_LIVE_STREAM_MAX_SECONDS", default=3600)
+
 # Celery ------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_DEFAULT_QUEUE = env.str("AGENTMARGIN_TASK_QUEUE", default="agentmargin")
