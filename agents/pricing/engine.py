@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from . import bundled, overrides, rates
+from . import bundled, overrides, published, rates
 from .usage import TokenUsage
 
 logger = logging.getLogger(__name__)
@@ -19,6 +19,7 @@ PRICED = "priced"
 UNPRICED = "unpriced"
 SOURCE_OVERRIDE = "override"
 SOURCE_GENAI_PRICES = "genai-prices"
+SOURCE_PUBLISHED = "published"
 
 # Bedrock ids look like "anthropic.claude-sonnet-4-5-20250929-v1:0", with an
 # optional cross-region prefix ("us.", "eu.", "apac.", "global.").
@@ -79,8 +80,9 @@ def price_usage(model: str, usage: TokenUsage, at: datetime) -> PriceQuote:
     """Price `usage` of `model` with the rates valid at `at`.
 
     Rates come from the first of: a ModelPrice row for the exact model id, a
-    ModelPrice row for its family id, genai-prices' table for the exact id,
-    then for the family id. A model found in none of them gets an
+    ModelPrice row for its family id, Anthropic's published rates that the
+    bundled table lacks (agents.pricing.published), genai-prices' table for
+    the exact id, then for the family id. A model found in none of them gets an
     "unpriced" quote with a cost of None, and a warning is logged once per
     model and process.
 
@@ -101,6 +103,18 @@ def price_usage(model: str, usage: TokenUsage, at: datetime) -> PriceQuote:
                 candidate,
                 SOURCE_OVERRIDE,
                 override.version,
+            )
+
+    for candidate in candidates:
+        found = published.find_published(candidate)
+        if found is not None:
+            return _quote(
+                model,
+                usage,
+                found[1],
+                found[0],
+                SOURCE_PUBLISHED,
+                published.PUBLISHED_VERSION,
             )
 
     for candidate in candidates:

@@ -147,3 +147,9 @@ def test_invalid_input_raises_command_error(args, message):
         call_command(
             "price_usage", "--model", "claude-haiku-4-5", *args, stdout=StringIO()
         )
+
+
+@pytest.mark.parametrize("model", ["", "   "])
+def test_empty_model_rejected(model):
+    with pytest.raises(CommandError, match="--model is empty"):
+        run("--model", model, '{"input_tokens": 1}')

@@ -581,3 +581,28 @@ def test_quote_reports_all_kinds():
     assert set(quote.breakdown) == kinds
     assert set(quote.rates) == kinds
     assert all(isinstance(value, Decimal) for value in quote.breakdown.values())
+
+
+PUBLISHED_CASES = [
+    # Sonnet 4 above 200k: every token at the band rates (6 input, 22.50 output).
+    ("claude-sonnet-4-20250514", {"input_tokens": 210_000, "output_tokens": 1000}, "1.2825"),
+    # At 200k exactly the standard rates (3 input, 15 output) apply.
+    ("claude-sonnet-4", {"input_tokens": 200_000, "output_tokens": 1000}, "0.615"),
+    ("anthropic.claude-sonnet-4-20250514-v1:0", {"input_tokens": 1000}, "0.003"),
+    # Mythos 5.1: 10 input, 0.25 cache read, 50 output.
+    (
+        "claude-mythos-5-1",
+        {"input_tokens": 1000, "cache_read_input_tokens": 100_000, "output_tokens": 1000},
+        "0.085",
+    ),
+    # Mythos 5: cache reads at 1.
+    ("claude-mythos-5", {"cache_read_input_tokens": 100_000}, "0.1"),
+]
+
+
+@pytest.mark.parametrize(("model", "usage", "expected"), PUBLISHED_CASES)
+def test_published_rates_fill_bundled_gaps(model, usage, expected):
+    quote = price_usage(model, TokenUsage.from_api(usage), datetime(2026, 12, 1, tzinfo=UTC))
+    assert quote.status == "priced"
+    assert quote.source == "published"
+    assert quote.cost_usd == Decimal(expected)
