@@ -130,7 +130,7 @@ class ExecutionAdmin(admin.ModelAdmin):
         "requested_model",
         "api_message_count",
         "cost_display",
-        "reported_cost_usd",
+        "reported_cost_display",
         "simulated",
         "created_at",
     ]
@@ -158,6 +158,10 @@ class ExecutionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    @admin.display(description="SDK-reported (USD)", ordering="reported_cost_usd")
+    def reported_cost_display(self, execution):
+        return decimal_text(execution.reported_cost_usd) or "-"
 
     @admin.display(description="our cost (USD)", ordering="cost_usd")
     def cost_display(self, execution):

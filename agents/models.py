@@ -32,6 +32,7 @@ class Workflow(models.Model):
     )
     system_prompt = models.TextField(blank=True)
     per_run_budget_usd = models.DecimalField(
+        "per-run budget (USD)",
         max_digits=14,
         decimal_places=4,
         null=True,
@@ -104,14 +105,18 @@ class Execution(models.Model):
     heartbeat_at = models.DateTimeField(
         null=True, blank=True, help_text="Last sign of life from the worker running it."
     )
-    worker = models.CharField(max_length=200, blank=True, help_text="Worker that ran it.")
+    worker = models.CharField(
+        max_length=200, blank=True, help_text="Worker that ran it."
+    )
 
-    sdk_session_id = models.CharField(max_length=64, blank=True, db_index=True)
+    sdk_session_id = models.CharField(
+        "SDK session id", max_length=64, blank=True, db_index=True
+    )
     num_turns = models.PositiveIntegerField(default=0)
     result_subtype = models.CharField(max_length=40, blank=True)
     stop_reason = models.CharField(max_length=40, blank=True)
 
-    api_message_count = models.PositiveIntegerField(default=0)
+    api_message_count = models.PositiveIntegerField("API messages", default=0)
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
     cache_write_5m_tokens = models.BigIntegerField(default=0)
@@ -120,17 +125,20 @@ class Execution(models.Model):
     web_search_requests = models.PositiveIntegerField(default=0)
 
     cost_usd = models.DecimalField(
+        "cost (USD)",
         default=Decimal(0),
         help_text="Our cost from our price table. When unpriced, the priced part only.",
         **COST_DIGITS,
     )
     reported_cost_usd = models.DecimalField(
+        "SDK-reported cost (USD)",
         null=True,
         blank=True,
         help_text="total_cost_usd reported by the SDK (an estimate).",
         **COST_DIGITS,
     )
     cost_difference_usd = models.DecimalField(
+        "difference from SDK (USD)",
         null=True,
         blank=True,
         help_text="Our cost minus the SDK-reported cost.",
@@ -148,6 +156,7 @@ class Execution(models.Model):
     )
     error = models.TextField(blank=True)
     outcome_value_usd = models.DecimalField(
+        "outcome value (USD)",
         max_digits=14,
         decimal_places=2,
         null=True,
@@ -197,6 +206,7 @@ class ApiMessage(models.Model):
     web_search_requests = models.PositiveIntegerField(default=0)
 
     cost_usd = models.DecimalField(
+        "cost (USD)",
         null=True,
         blank=True,
         help_text="Empty when the model has no known price.",

@@ -22,6 +22,7 @@ class Customer(models.Model):
         help_text="Stripe's cus_… id, set when billing through Stripe.",
     )
     monthly_budget_usd = models.DecimalField(
+        "monthly budget (USD)",
         max_digits=14,
         decimal_places=2,
         null=True,
