@@ -170,6 +170,15 @@ class Execution(models.Model):
             models.Index(fields=["customer", "created_at"]),
             models.Index(fields=["customer", "status"]),
         ]
+        constraints = [
+            # A session imported twice at the same moment must not be billed
+            # twice.
+            models.UniqueConstraint(
+                fields=["sdk_session_id"],
+                condition=models.Q(source="imported") & ~models.Q(sdk_session_id=""),
+                name="unique_imported_session",
+            ),
+        ]
 
     def __str__(self):
         return f"Execution {self.pk} ({self.workflow.slug}, {self.status})"

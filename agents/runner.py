@@ -1,26 +1,30 @@
 """Run one execution through the Claude Agent SDK and record it as it streams.
 
-This is the only module that talks to the SDK. The SDK is asynchronous; the
-recorder uses the Django ORM, so every message that can change usage is
-handed to it through `sync_to_async(thread_sensitive=True)`, which keeps all
-database work on the calling thread and its connection.
+This is the only module that talks to the SDK. The SDK is asynchronous and
+runs in a thread of its own (AgentStream); every message that can change
+usage is handed back to the calling thread, which records it, so all
+database work stays on that thread and its connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import json
 import logging
+import queue
+import shutil
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from asgiref.sync import async_to_sync, sync_to_async
+import claude_agent_sdk
 from claude_agent_sdk import (
     ClaudeAgentOptions,
     ClaudeSDKClient,
@@ -38,6 +42,11 @@ logger = logging.getLogger(__name__)
 # Seconds to wait for the CLI's closing result after an interrupt, before
 # the connection is dropped.
 INTERRUPT_GRACE_SECONDS = 10
+
+# The CLI bundled in claude-agent-sdk, and a wrapper that makes the kernel
+# kill it when the process running it dies.
+BUNDLED_CLI = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
+CHILD_CLI_WRAPPER = Path(__file__).parent / "bin" / "claude-child"
 
 # Placeholder key for the local simulator, which checks no key.
 SIMULATOR_API_KEY = "sk-ant-simulator-no-key-needed"
@@ -126,6 +135,10 @@ def build_options(execution: Execution, target: ApiTarget) -> ClaudeAgentOptions
     }
     if target.base_url:
         env["ANTHROPIC_BASE_URL"] = target.base_url
+    cli_path = None
+    if shutil.which("setpriv") and BUNDLED_CLI.exists():
+        cli_path = CHILD_CLI_WRAPPER
+        env["AGENTMARGIN_CLAUDE_CLI"] = str(BUNDLED_CLI)
     if settings.AGENTMARGIN_CLAUDE_CONFIG_DIR:
         config_dir = Path(settings.AGENTMARGIN_CLAUDE_CONFIG_DIR)
         env["CLAUDE_CONFIG_DIR"] = str(config_dir)
@@ -146,6 +159,7 @@ def build_options(execution: Execution, target: ApiTarget) -> ClaudeAgentOptions
         max_budget_usd=budget,
         setting_sources=[],
         cwd=str(cwd),
+        cli_path=cli_path,
         env=env,
         stderr=_log_cli_stderr(execution.pk),
     )
@@ -191,16 +205,18 @@ def run_execution(
     )
     error: BaseException | str | None = None
     interrupted = False
-    control = StreamControl()
+    stream = AgentStream(execution, target, recorder, timeout_seconds)
     try:
         with Heartbeat(execution.pk, settings.AGENTMARGIN_HEARTBEAT_SECONDS):
-            interrupted = async_to_sync(_stream)(
-                execution, target, recorder, timeout_seconds, control
-            )
-        if interrupted:
+            stream.start()
+            for message in stream.messages():
+                recorder.handle(message)
+        stream.raise_error()
+        if stream.interrupted:
+            interrupted = True
             error = f"No result after {timeout_seconds:g} s; the run was interrupted."
     except stop_exceptions as exc:
-        control.stop()
+        stream.stop_and_drain(recorder)
         interrupted = True
         error = f"The worker's time limit stopped the run ({type(exc).__name__})."
         logger.warning("Execution %s: stopped: %r", execution.pk, exc)
@@ -212,9 +228,9 @@ def run_execution(
         error = exc
         logger.exception("Execution %s: run failed", execution.pk)
     except BaseException as exc:
-        # KeyboardInterrupt or SystemExit: stop the CLI, close the execution
-        # as interrupted, then let the exception go on.
-        control.stop()
+        # KeyboardInterrupt or SystemExit: stop the CLI, record what it had
+        # sent, close the execution as interrupted, then let the exception go on.
+        stream.stop_and_drain(recorder)
         recorder.finish(
             interrupted=True,
             error=f"The run was stopped before it finished ({type(exc).__name__}).",
@@ -223,81 +239,122 @@ def run_execution(
     return recorder.finish(error=error, interrupted=interrupted)
 
 
-class StreamControl:
-    """Lets the calling thread cancel a stream running in async_to_sync's loop.
+_END = object()
 
-    An exception raised in the calling thread (Ctrl-C, SIGTERM turned into
-    SystemExit, a worker's soft time limit) leaves that loop running, and
-    the CLI with it. `stop()` cancels the stream task so the SDK client
-    closes and ends the CLI process, and waits for that.
+
+class AgentStream:
+    """The SDK client, run in a thread of its own, handing messages to the caller.
+
+    The calling thread records each message, so all database work stays on
+    its thread and connection, and it waits for messages with a short
+    timeout, so a signal it receives (Ctrl-C, SIGTERM turned into
+    SystemExit, a worker's soft time limit) is handled at once rather than
+    when the next message arrives. `stop_and_drain()` then cancels the
+    stream, which makes the SDK client close and end the CLI process, and
+    records what the CLI had sent until then.
     """
 
+    POLL_SECONDS = 0.2
     STOP_WAIT_SECONDS = 15
 
-    def __init__(self):
+    def __init__(self, execution, target, recorder, timeout_seconds):
+        self.execution = execution
+        self.target = target
+        self.recorder = recorder
+        self.timeout_seconds = timeout_seconds
+        self.queue: queue.Queue = queue.Queue()
+        self.interrupted = False
+        self.error: BaseException | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task | None = None
         self.finished = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, name=f"agent-stream-{execution.pk}", daemon=True
+        )
 
-    def attach(self) -> None:
+    def start(self) -> None:
+        self.thread.start()
+
+    def messages(self, *, deadline: float | None = None):
+        """Yield the messages the stream delivers until it ends (or `deadline`)."""
+        while True:
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            try:
+                item = self.queue.get(timeout=self.POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if item is _END:
+                return
+            yield item
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def stop_and_drain(self, recorder: StreamRecorder) -> None:
+        if (
+            not self.finished.is_set()
+            and self.loop is not None
+            and self.task is not None
+        ):
+            self.loop.call_soon_threadsafe(self.task.cancel)
+        deadline = time.monotonic() + self.STOP_WAIT_SECONDS
+        for message in self.messages(deadline=deadline):
+            recorder.handle(message)
+        if not self.finished.is_set():
+            logger.warning(
+                "Execution %s: the agent stream did not stop within %s s",
+                self.execution.pk,
+                self.STOP_WAIT_SECONDS,
+            )
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._stream())
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            self.error = exc
+        finally:
+            self.finished.set()
+            self.queue.put(_END)
+
+    async def _stream(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.task = asyncio.current_task()
+        options = build_options(self.execution, self.target)
+        prompt = self.execution.workflow.render_prompt(self.execution.prompt)
+        async with ClaudeSDKClient(options=options) as client:
+            await client.query(prompt)
+            consumer = asyncio.ensure_future(self._consume(client))
+            try:
+                done, _ = await asyncio.wait({consumer}, timeout=self.timeout_seconds)
+            except asyncio.CancelledError:
+                # Stopped from the calling thread. Interrupt the turn first:
+                # on close the SDK gives the CLI five seconds to exit, in
+                # which it would go on calling the API.
+                consumer.cancel()
+                await asyncio.gather(consumer, return_exceptions=True)
+                with contextlib.suppress(TimeoutError, ClaudeSDKError):
+                    await asyncio.wait_for(client.interrupt(), timeout=2)
+                raise
+            if not done:
+                self.interrupted = True
+                self.recorder.interrupt_requested = True
+                logger.warning(
+                    "Execution %s: no result after %s s, interrupting",
+                    self.execution.pk,
+                    self.timeout_seconds,
+                )
+                await _interrupt(client, consumer)
+            if consumer.done() and not consumer.cancelled():
+                consumer.result()  # re-raises an error the stream ended with
 
-    def stop(self) -> None:
-        if self.loop is None or self.task is None or self.finished.is_set():
-            return
-        self.loop.call_soon_threadsafe(self.task.cancel)
-        if not self.finished.wait(self.STOP_WAIT_SECONDS):
-            logger.warning(
-                "The agent stream did not stop within %s s", self.STOP_WAIT_SECONDS
-            )
-
-
-async def _stream(
-    execution: Execution,
-    target: ApiTarget,
-    recorder: StreamRecorder,
-    timeout_seconds: float,
-    control: StreamControl,
-) -> bool:
-    """Stream the run into the recorder; return whether it had to be interrupted."""
-    control.attach()
-    try:
-        return await _stream_messages(execution, target, recorder, timeout_seconds)
-    finally:
-        control.finished.set()
-
-
-async def _stream_messages(execution, target, recorder, timeout_seconds) -> bool:
-    handle = sync_to_async(recorder.handle, thread_sensitive=True)
-    options = build_options(execution, target)
-    prompt = execution.workflow.render_prompt(execution.prompt)
-    interrupted = False
-
-    async with ClaudeSDKClient(options=options) as client:
-        await client.query(prompt)
-
-        async def consume() -> None:
-            async for message in client.receive_response():
-                if is_usage_message(message):
-                    await handle(message)
-                if isinstance(message, ResultMessage):
-                    return
-
-        consumer = asyncio.ensure_future(consume())
-        done, _ = await asyncio.wait({consumer}, timeout=timeout_seconds)
-        if not done:
-            interrupted = True
-            recorder.interrupt_requested = True
-            logger.warning(
-                "Execution %s: no result after %s s, interrupting",
-                execution.pk,
-                timeout_seconds,
-            )
-            await _interrupt(client, consumer)
-        if consumer.done() and not consumer.cancelled():
-            consumer.result()  # re-raises an error the stream ended with
-    return interrupted
+    async def _consume(self, client: ClaudeSDKClient) -> None:
+        async for message in client.receive_response():
+            if is_usage_message(message):
+                self.queue.put(message)
+            if isinstance(message, ResultMessage):
+                return
 
 
 async def _interrupt(client: ClaudeSDKClient, consumer: asyncio.Future) -> None:

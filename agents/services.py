@@ -55,7 +55,7 @@ def execution_create(
         customer=customer,
         workflow=workflow,
         prompt=prompt,
-        requested_model=(model or workflow.model).strip(),
+        requested_model=(model or "").strip() or workflow.model,
         max_turns=max_turns,
         source=source,
     )

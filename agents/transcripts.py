@@ -28,7 +28,7 @@ from typing import NamedTuple
 # keeps imported and live runs identical to the recorder.
 from claude_agent_sdk._errors import MessageParseError
 from claude_agent_sdk._internal.message_parser import parse_message
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from agents.models import ApiMessage, Execution, Workflow
 from agents.recorder import MessageUpdate, StreamRecorder, is_usage_message
@@ -36,6 +36,26 @@ from agents.simulator import SIMULATOR_MESSAGE_ID_PREFIX
 from customers.models import Customer
 
 logger = logging.getLogger(__name__)
+
+
+class TranscriptClock:
+    """The time a transcript line was written, for pricing it at that time."""
+
+    def __init__(self, start: datetime):
+        self.current = start
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, timestamp: object) -> None:
+        if not isinstance(timestamp, str):
+            return
+        try:
+            moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+        except ValueError:
+            return
+        if moment.tzinfo is not None:
+            self.current = moment
 
 
 class TranscriptError(Exception):
@@ -85,13 +105,15 @@ def transcript_import(
     workflow: Workflow,
     path: Path,
     recorded_at: datetime,
+    line_timestamps: bool = True,
     listener: Callable[[MessageUpdate], None] | None = None,
 ) -> TranscriptImport:
     """Record the run in the transcript at `path` as an imported execution.
 
-    `recorded_at` is when the run happened and the moment its prices are
-    taken at, since a stream-json transcript has no timestamps. Malformed
-    lines are counted and skipped, never fatal.
+    Each message is priced at the time it was sent: the `timestamp` the CLI
+    writes on assistant lines when `line_timestamps` is true and the line
+    has one, else `recorded_at`. Malformed lines are counted and skipped,
+    never fatal.
     """
     lines = read_transcript(path)
     head: list[TranscriptLine] = []
@@ -107,13 +129,16 @@ def transcript_import(
             f"{len(head)} non-empty lines; expected the output of "
             "`claude -p --output-format stream-json --verbose`."
         )
+    clock = TranscriptClock(recorded_at)
     execution, created = _find_or_create_execution(
         customer, workflow, first, recorded_at
     )
-    recorder = StreamRecorder(execution, listener=listener, clock=lambda: recorded_at)
+    recorder = StreamRecorder(execution, listener=listener, clock=clock.now)
     report = TranscriptImport(execution=execution, created=created)
     for line in itertools.chain(head, lines):
         report.lines += 1
+        if line_timestamps and line.data:
+            clock.advance(line.data.get("timestamp"))
         message = _parse(line, report)
         if message is not None and is_usage_message(message):
             recorder.handle(message)
@@ -122,6 +147,8 @@ def transcript_import(
             "the transcript has no result message, so the run was cut off"
         )
     recorder.finish()
+    if created:
+        _date_from_messages(execution)
     _mark_simulated(execution)
     logger.info(
         "Execution %s: imported %s (%d lines, %d skipped)",
@@ -133,8 +160,18 @@ def transcript_import(
     return report
 
 
-@transaction.atomic
 def _find_or_create_execution(customer, workflow, first: dict, recorded_at: datetime):
+    try:
+        return _find_or_create_execution_once(customer, workflow, first, recorded_at)
+    except IntegrityError:
+        # Another import of the same session created it first; use that one.
+        return _find_or_create_execution_once(customer, workflow, first, recorded_at)
+
+
+@transaction.atomic
+def _find_or_create_execution_once(
+    customer, workflow, first: dict, recorded_at: datetime
+):
     session_id = first["session_id"]
     execution = (
         Execution.objects.select_for_update()
@@ -164,6 +201,18 @@ def _find_or_create_execution(customer, workflow, first: dict, recorded_at: date
     Execution.objects.filter(pk=execution.pk).update(created_at=recorded_at)
     execution.created_at = recorded_at
     return execution, True
+
+
+def _date_from_messages(execution: Execution) -> None:
+    """Date a new import by its first message, so it counts on the day it ran."""
+    first = (
+        ApiMessage.objects.filter(execution=execution).order_by("arrived_at").first()
+    )
+    if first is not None and first.arrived_at != execution.created_at:
+        Execution.objects.filter(pk=execution.pk).update(
+            created_at=first.arrived_at, started_at=first.arrived_at
+        )
+        execution.created_at = execution.started_at = first.arrived_at
 
 
 def _mark_simulated(execution: Execution) -> None:

@@ -29,6 +29,8 @@ class RepriceResult:
     messages_still_unpriced: int
     executions_updated: int
     unpriced_models: tuple[str, ...]
+    # Executions still running, whose unpriced messages were left for later.
+    executions_running: int = 0
 
 
 def reprice_unpriced(*, model: str | None = None) -> RepriceResult:
@@ -73,6 +75,10 @@ def reprice_unpriced(*, model: str | None = None) -> RepriceResult:
         messages_still_unpriced=still_unpriced,
         executions_updated=len(updated_execution_ids),
         unpriced_models=tuple(sorted(unpriced_models)),
+        executions_running=_unpriced_messages(model, running=True)
+        .values("execution_id")
+        .distinct()
+        .count(),
     )
     logger.info(
         "Reprice finished: %s messages repriced, %s still unpriced, "
@@ -85,8 +91,15 @@ def reprice_unpriced(*, model: str | None = None) -> RepriceResult:
     return result
 
 
-def _unpriced_messages(model: str | None):
+def _unpriced_messages(model: str | None, *, running: bool = False):
+    # A running execution's recorder keeps its totals in memory and writes
+    # them back with each message, which would undo a reprice, so those
+    # executions wait until they finish.
     messages = ApiMessage.objects.filter(cost_usd__isnull=True)
+    if running:
+        messages = messages.filter(execution__status=Execution.Status.RUNNING)
+    else:
+        messages = messages.exclude(execution__status=Execution.Status.RUNNING)
     if model is not None:
         messages = messages.filter(model=model)
     return messages

@@ -26,8 +26,9 @@ class Command(BaseCommand):
         parser.add_argument("--workflow", required=True, help="Workflow slug.")
         parser.add_argument(
             "--at",
-            help="When the run happened (ISO 8601), which sets the prices used. "
-            "Default: the file's modification time.",
+            help="When the run happened (ISO 8601), which sets the prices used, "
+            "overriding the timestamps of the transcript's lines. Default: each "
+            "line's own timestamp, else the file's modification time.",
         )
         parser.add_argument(
             "--json", action="store_true", help="Print one JSON object per line."
@@ -49,6 +50,7 @@ class Command(BaseCommand):
                 workflow=workflow,
                 path=path,
                 recorded_at=recorded_at,
+                line_timestamps=options["at"] is None,
                 listener=print_update,
             )
         except TranscriptError as exc:

@@ -19,6 +19,11 @@ class Command(BaseCommand):
         self.stdout.write(f"Messages repriced: {result.messages_repriced}")
         self.stdout.write(f"Messages still unpriced: {result.messages_still_unpriced}")
         self.stdout.write(f"Executions updated: {result.executions_updated}")
+        if result.executions_running:
+            self.stdout.write(
+                f"Executions still running, left for later: {result.executions_running}. "
+                "Run this command again once they finish."
+            )
         if result.unpriced_models:
             self.stdout.write(
                 "Models still without a price: " + ", ".join(result.unpriced_models)
