@@ -24,6 +24,7 @@ What the stream carries (claude-agent-sdk 0.2.189, Claude Code CLI 2.1.332):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -305,6 +306,11 @@ class StreamRecorder:
             return
         if not changes:
             return
+        if state.output_final and all(
+            getattr(state.usage, name) == value for name, value in changes.items()
+        ):
+            # A repeated final count: the stored row already has it.
+            return
         state.usage = dataclasses.replace(state.usage, **changes)
         state.output_final = True
         self._price_and_store(state, previous=previous)
@@ -411,25 +417,63 @@ class StreamRecorder:
         if previous is not None:
             self.totals.apply(previous, -1)
         self.totals.apply(state, +1)
+        self._store(state)
+        update = self._snapshot(state)
+        # Notifies now when the write committed on its own, or once the
+        # caller's transaction commits.
+        transaction.on_commit(lambda: self._notify(update))
+
+    def _store(self, state: MessageState) -> None:
+        """Write the row of `state` and the execution's totals in one transaction.
+
+        On PostgreSQL both writes are one statement. Outside a transaction
+        that statement commits on its own before `execute()` returns: one
+        round trip, with no BEGIN or COMMIT. Inside a caller's transaction
+        it runs in a savepoint. Other databases run the two writes in
+        `atomic()`.
+        """
+        # NOTE: the test suite runs inside transactions, so it covers the
+        # savepoint path only. benchmarks/record_stream.py checks the rows and
+        # totals that the path outside a transaction stores.
+        connection = transaction.get_connection()
+        if connection.vendor == "postgresql":
+            if connection.in_atomic_block:
+                with transaction.atomic():
+                    self._write_in_one_statement(connection, state)
+            else:
+                self._write_in_one_statement(connection, state)
+            return
         with transaction.atomic():
             self._write_message(state)
-            self._copy_totals_to_execution(save=True)
-            update = self._snapshot(state)
-            transaction.on_commit(lambda: self._notify(update))
+            totals = self._copy_totals_to_execution()
+            Execution.objects.filter(pk=self.execution.pk).update(**totals)
+
+    def _write_in_one_statement(self, connection, state: MessageState) -> None:
+        fields = self._message_fields(state)
+        totals = self._copy_totals_to_execution()
+        if state.pk is None:
+            fields = {
+                "execution_id": self.execution.pk,
+                "message_id": state.message_id,
+                "sequence": state.sequence,
+                "arrived_at": state.arrived_at,
+                # create() would set this through auto_now.
+                "updated_at": timezone.now(),
+                **fields,
+            }
+            statement = _insert_with_totals_sql(tuple(fields), tuple(totals))
+            params = [*fields.values(), *totals.values(), self.execution.pk]
+        else:
+            fields["updated_at"] = self.clock()
+            statement = _update_with_totals_sql(tuple(fields), tuple(totals))
+            params = [*fields.values(), state.pk, *totals.values(), self.execution.pk]
+        with connection.cursor() as cursor:
+            cursor.execute(statement, params)
+            if state.pk is None:
+                state.pk = cursor.fetchone()[0]
 
     def _write_message(self, state: MessageState) -> None:
-        fields = {
-            **state.token_counts(),
-            "model": state.model,
-            "parent_tool_use_id": state.parent_tool_use_id,
-            "service_tier": state.usage.service_tier,
-            "inference_geo": state.usage.inference_geo,
-            "cost_usd": state.cost_usd,
-            "price_source": state.price_source,
-            "price_version": state.price_version,
-            "output_final": state.output_final,
-            "estimated": state.estimated,
-        }
+        fields = self._message_fields(state)
         if state.pk is None:
             row = ApiMessage.objects.create(
                 execution_id=self.execution.pk,
@@ -444,7 +488,24 @@ class StreamRecorder:
                 updated_at=self.clock(), **fields
             )
 
-    def _copy_totals_to_execution(self, *, save: bool = False) -> None:
+    @staticmethod
+    def _message_fields(state: MessageState) -> dict[str, object]:
+        """Return the ApiMessage fields that a write sets, by field name."""
+        return {
+            **state.token_counts(),
+            "model": state.model,
+            "parent_tool_use_id": state.parent_tool_use_id,
+            "service_tier": state.usage.service_tier,
+            "inference_geo": state.usage.inference_geo,
+            "cost_usd": state.cost_usd,
+            "price_source": state.price_source,
+            "price_version": state.price_version,
+            "output_final": state.output_final,
+            "estimated": state.estimated,
+        }
+
+    def _copy_totals_to_execution(self) -> dict[str, object]:
+        """Set the running totals on the execution and return them by field name."""
         execution = self.execution
         totals = self.totals
         values = {
@@ -460,8 +521,7 @@ class StreamRecorder:
             )
         for name, value in values.items():
             setattr(execution, name, value)
-        if save:
-            Execution.objects.filter(pk=execution.pk).update(**values)
+        return values
 
     def _remember_session(self, session_id: str) -> None:
         if session_id and not self.execution.sdk_session_id:
@@ -512,3 +572,59 @@ class StreamRecorder:
             )
             self.messages[row.message_id] = state
             self.totals.apply(state, +1)
+
+
+# PostgreSQL statements that write a message row and its execution's totals
+# together. Data-modifying WITH clauses run in the statement's transaction,
+# so the row and the totals commit or fail as one.
+
+
+def _table(model) -> str:
+    return f'"{model._meta.db_table}"'
+
+
+def _column(model, name: str) -> str:
+    return f'"{model._meta.get_field(name).column}"'
+
+
+def _assignments(model, names: tuple[str, ...]) -> str:
+    return ", ".join(f"{_column(model, name)} = %s" for name in names)
+
+
+@functools.cache
+def _insert_with_totals_sql(
+    message_fields: tuple[str, ...], execution_fields: tuple[str, ...]
+) -> str:
+    """Return an INSERT of a message row, returning its id, that also sets the totals.
+
+    Parameters: the message fields, the execution fields, the execution id.
+    """
+    columns = ", ".join(_column(ApiMessage, name) for name in message_fields)
+    values = ", ".join(["%s"] * len(message_fields))
+    return (
+        f"WITH message AS (INSERT INTO {_table(ApiMessage)} ({columns}) "
+        f"VALUES ({values}) RETURNING {_column(ApiMessage, 'id')}), "
+        f"execution AS (UPDATE {_table(Execution)} "
+        f"SET {_assignments(Execution, execution_fields)} "
+        f"WHERE {_column(Execution, 'id')} = %s) "
+        f"SELECT {_column(ApiMessage, 'id')} FROM message"
+    )
+
+
+@functools.cache
+def _update_with_totals_sql(
+    message_fields: tuple[str, ...], execution_fields: tuple[str, ...]
+) -> str:
+    """Return an UPDATE of a message row that also sets the totals.
+
+    Parameters: the message fields, the message id, the execution fields,
+    the execution id.
+    """
+    return (
+        f"WITH message AS (UPDATE {_table(ApiMessage)} "
+        f"SET {_assignments(ApiMessage, message_fields)} "
+        f"WHERE {_column(ApiMessage, 'id')} = %s) "
+        f"UPDATE {_table(Execution)} "
+        f"SET {_assignments(Execution, execution_fields)} "
+        f"WHERE {_column(Execution, 'id')} = %s"
+    )

@@ -67,7 +67,9 @@ class Command(BaseCommand):
         while True:
             execution.refresh_from_db()
             finished = execution.is_finished
-            rows = list(ApiMessage.objects.filter(execution=execution).order_by("sequence"))
+            rows = list(
+                ApiMessage.objects.filter(execution=execution).order_by("sequence")
+            )
             for row, record in zip(rows, row_records(rows), strict=True):
                 if row.pk not in printed and (row.output_final or finished):
                     printed.add(row.pk)

@@ -38,7 +38,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         if not options["model"].strip():
-            raise CommandError("--model is empty; give a model id such as claude-sonnet-4-6.")
+            raise CommandError(
+                "--model is empty; give a model id such as claude-sonnet-4-6."
+            )
         at = _parse_at(options["at"])
         raw_usage = options["usage"]
         if raw_usage == "-":

@@ -1,0 +1,1 @@
+"""Benchmarks of AgentMargin's hot paths, run with `make benchmark`."""
