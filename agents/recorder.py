@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
@@ -80,6 +81,9 @@ class MessageState:
     cost_usd: Decimal | None = None
     price_source: str = ""
     price_version: str = ""
+    # False while the response's usage is missing or unreadable: its tokens
+    # are then unknown, so it stays unpriced rather than costing zero.
+    usage_known: bool = True
 
     def token_counts(self) -> dict[str, int]:
         return {name: getattr(self.usage, name) for name in TOKEN_FIELDS}
@@ -146,6 +150,8 @@ class StreamRecorder:
         self.open_message: dict[str, str] = {}
         self.result: ResultMessage | None = None
         self.interrupt_requested = False
+        # Text of the last API error the CLI reported, for the execution.
+        self.api_error = ""
         self._load_existing_messages()
 
     # Entry points -------------------------------------------------------
@@ -186,8 +192,14 @@ class StreamRecorder:
         execution = self.execution
         execution.status = self._final_status(error=error, interrupted=interrupted)
         execution.finished_at = self.clock()
-        if error and not execution.error:
-            execution.error = str(error)[:4000]
+        if error:
+            # The caller's reason (a timeout, a stop) comes first; the CLI's
+            # own error text, if any, follows.
+            execution.error = "\n".join(filter(None, [str(error), execution.error]))[
+                :4000
+            ]
+        elif self.api_error and not execution.error:
+            execution.error = self.api_error[:4000]
         if self.result is None:
             execution.num_turns = sum(
                 1 for state in self.messages.values() if not state.parent_tool_use_id
@@ -219,7 +231,13 @@ class StreamRecorder:
         agent_key = message.parent_tool_use_id or ""
         event_type = event.get("type")
         if event_type == "message_start":
-            body = event.get("message") or {}
+            body = event.get("message")
+            if not isinstance(body, dict):
+                logger.warning(
+                    "Execution %s: message_start without a message object skipped",
+                    self.execution.pk,
+                )
+                return
             self._open_response(
                 message_id=body.get("id"),
                 model=body.get("model") or "",
@@ -231,17 +249,44 @@ class StreamRecorder:
         if state is None:
             return
         if event_type == "message_delta":
-            self._apply_delta(state, event.get("usage") or {})
+            usage = event.get("usage")
+            self._apply_delta(state, usage if isinstance(usage, dict) else {})
         elif event_type == "message_stop" and not state.complete:
-            state.complete = True
+            self._close_response(state, abandoned=bool(event.get("abandoned_blocks")))
+
+    def _close_response(self, state: MessageState, *, abandoned: bool) -> None:
+        """Mark a response complete at its message_stop.
+
+        The CLI closes a response it gave up on (an interrupt, an error in
+        the middle of the stream) with a message_stop of its own that lists
+        `abandoned_blocks`; that response, and any without a final output
+        count, is kept at its last counts and marked estimated.
+        """
+        previous = dataclasses.replace(state)
+        state.complete = True
+        if (abandoned or not state.output_final) and not state.estimated:
+            state.estimated = True
+            self._price_and_store(state, previous=previous)
+        else:
             self._notify(self._snapshot(state))
 
     def _handle_assistant_message(self, message: AssistantMessage) -> None:
-        if not message.message_id or not message.usage:
-            # The CLI's synthetic messages (API errors shown as text) have no
-            # id and no usage: nothing was billed for them.
+        if (
+            message.model == SYNTHETIC_MODEL
+            or not message.message_id
+            or not message.usage
+        ):
+            # The CLI reports an API error as a message of its own, with the
+            # model "<synthetic>": nothing was billed for it, but its text
+            # says what failed.
+            if message.model == SYNTHETIC_MODEL or message.error:
+                self.api_error = _message_text(message) or str(message.error or "")
             return
         state = self.messages.get(message.message_id)
+        if state is not None and not state.usage_known:
+            # The response's message_start carried no usage; this one does.
+            self._replace_usage(state, message.usage)
+            return
         if state is None:
             self._open_response(
                 message_id=message.message_id,
@@ -258,21 +303,15 @@ class StreamRecorder:
                 "Execution %s: response without a message id skipped", self.execution.pk
             )
             return
-        self.open_message[parent_tool_use_id] = message_id
-        if message_id in self.messages:
+        known = self.messages.get(message_id)
+        if known is not None:
+            # A repeated message_start of a finished response must not take
+            # the next message_delta away from the response now streaming.
+            if not known.complete:
+                self.open_message[parent_tool_use_id] = message_id
             return
-        try:
-            token_usage = TokenUsage.from_api(usage or {})
-            unreadable = False
-        except ValueError as exc:
-            logger.warning(
-                "Execution %s: unreadable usage of %s, kept as zero and estimated: %s",
-                self.execution.pk,
-                message_id,
-                exc,
-            )
-            token_usage = TokenUsage()
-            unreadable = True
+        self.open_message[parent_tool_use_id] = message_id
+        token_usage, unreadable = self._parse_usage(message_id, usage)
         state = MessageState(
             message_id=message_id,
             sequence=len(self.messages) + 1,
@@ -281,9 +320,37 @@ class StreamRecorder:
             usage=token_usage,
             arrived_at=self.clock(),
             estimated=unreadable,
+            usage_known=not unreadable,
         )
         self.messages[message_id] = state
         self._price_and_store(state, previous=None)
+
+    def _parse_usage(self, message_id: str, usage) -> tuple[TokenUsage, bool]:
+        """Return the parsed usage, or zeros and True when it is missing or unreadable."""
+        if not usage:
+            return TokenUsage(), True
+        try:
+            return TokenUsage.from_api(usage), False
+        except ValueError as exc:
+            logger.warning(
+                "Execution %s: unreadable usage of %s; its cost stays unknown: %s",
+                self.execution.pk,
+                message_id,
+                exc,
+            )
+            return TokenUsage(), True
+
+    def _replace_usage(self, state: MessageState, usage) -> None:
+        token_usage, unreadable = self._parse_usage(state.message_id, usage)
+        if unreadable:
+            return
+        previous = dataclasses.replace(state)
+        if state.output_final:
+            token_usage = token_usage.with_output(state.usage.output_tokens)
+        state.usage = token_usage
+        state.usage_known = True
+        state.estimated = False
+        self._price_and_store(state, previous=previous)
 
     def _apply_delta(self, state: MessageState, usage: dict) -> None:
         if state.complete and state.output_final:
@@ -311,9 +378,19 @@ class StreamRecorder:
         ):
             # A repeated final count: the stored row already has it.
             return
-        state.usage = dataclasses.replace(state.usage, **changes)
+        try:
+            state.usage = dataclasses.replace(state.usage, **changes)
+        except ValueError as exc:
+            logger.warning(
+                "Execution %s: invalid message_delta usage of %s ignored: %s",
+                self.execution.pk,
+                state.message_id,
+                exc,
+            )
+            return
         state.output_final = True
-        self._price_and_store(state, previous=previous)
+        # The message_stop that follows at once tells listeners.
+        self._price_and_store(state, previous=previous, notify=False)
 
     def _current(self, agent_key: str) -> MessageState | None:
         message_id = self.open_message.get(agent_key)
@@ -326,13 +403,16 @@ class StreamRecorder:
         execution = self.execution
         execution.result_subtype = result.subtype or ""
         execution.stop_reason = result.stop_reason or ""
-        execution.num_turns = result.num_turns or 0
+        execution.num_turns = result.num_turns if _is_count(result.num_turns) else 0
         execution.reported_model_usage = result.model_usage or {}
-        if result.total_cost_usd is not None:
-            # The SDK reports a float; its shortest repr is the value it printed.
-            execution.reported_cost_usd = Decimal(repr(result.total_cost_usd))
-        if result.is_error and result.errors:
-            execution.error = "\n".join(str(error) for error in result.errors)[:4000]
+        execution.reported_cost_usd = _reported_cost(result.total_cost_usd)
+        if result.is_error:
+            details = [str(error) for error in result.errors or []]
+            if self.api_error:
+                details.insert(0, self.api_error)
+            elif result.result and not details:
+                details.append(str(result.result))
+            execution.error = "\n".join(details)[:4000]
         self._remember_session(result.session_id)
         self._fill_outputs_from_result(result.model_usage or {})
 
@@ -347,35 +427,97 @@ class StreamRecorder:
         When the total equals what those responses carried, their counts
         are confirmed instead. A total below that (an interrupted response
         that the CLI leaves out) changes nothing.
+
+        The CLI keys `modelUsage` by the model it asked for, while responses
+        carry the model that answered; totals of keys that match no
+        response are pooled with the responses whose model matches no key.
+        A pooled total with no response at all (a request the CLI made
+        outside the stream) is recorded as a row of its own.
         """
-        for model, reported in model_usage.items():
-            states = [state for state in self.messages.values() if state.model == model]
-            pending = [state for state in states if not state.output_final]
-            if not pending:
-                continue
-            known = sum(
-                state.usage.output_tokens for state in states if state.output_final
+        reported = {
+            model: usage
+            for model, usage in model_usage.items()
+            if isinstance(usage, dict)
+        }
+        answered = {state.model for state in self.messages.values()}
+        for model, usage in reported.items():
+            if model in answered:
+                states = [s for s in self.messages.values() if s.model == model]
+                self._fill_group(states, _count_of(usage, "outputTokens"))
+        unmatched_keys = [model for model in reported if model not in answered]
+        unmatched_states = [
+            s for s in self.messages.values() if s.model not in reported
+        ]
+        if not unmatched_keys:
+            return
+        if unmatched_states:
+            total = sum(
+                _count_of(reported[model], "outputTokens") for model in unmatched_keys
             )
-            missing = int(reported.get("outputTokens") or 0) - known
-            streamed = sum(state.usage.output_tokens for state in pending)
-            if missing == streamed:
-                # The result confirms the counts the responses carried.
-                for state in pending:
-                    state.output_final = True
-                    state.complete = True
-                    self._price_and_store(state, previous=dataclasses.replace(state))
-                continue
-            if missing < streamed:
-                continue
-            share, remainder = divmod(missing, len(pending))
-            for index, state in enumerate(pending):
+            self._fill_group(unmatched_states, total)
+            return
+        for model in unmatched_keys:
+            self._record_unstreamed(model, reported[model])
+
+    def _fill_group(self, states: list[MessageState], reported_output: int) -> None:
+        pending = [state for state in states if not state.output_final]
+        if not pending:
+            return
+        known = sum(state.usage.output_tokens for state in states if state.output_final)
+        missing = reported_output - known
+        streamed = sum(state.usage.output_tokens for state in pending)
+        if missing == streamed:
+            # The result confirms the counts the responses carried.
+            for state in pending:
                 previous = dataclasses.replace(state)
-                output = share + (remainder if index == len(pending) - 1 else 0)
-                state.usage = state.usage.with_output(output)
-                state.estimated = True
                 state.output_final = True
                 state.complete = True
                 self._price_and_store(state, previous=previous)
+            return
+        if missing < streamed:
+            return
+        share, remainder = divmod(missing, len(pending))
+        for index, state in enumerate(pending):
+            previous = dataclasses.replace(state)
+            output = share + (remainder if index == len(pending) - 1 else 0)
+            state.usage = state.usage.with_output(output)
+            state.estimated = True
+            state.complete = True
+            self._price_and_store(state, previous=previous)
+
+    def _record_unstreamed(self, model: str, usage: dict) -> None:
+        """Record tokens the result reports for a model no streamed response used."""
+        counts = {
+            "input_tokens": _count_of(usage, "inputTokens"),
+            "output_tokens": _count_of(usage, "outputTokens"),
+            "cache_read_input_tokens": _count_of(usage, "cacheReadInputTokens"),
+            "cache_creation_input_tokens": _count_of(usage, "cacheCreationInputTokens"),
+        }
+        if not any(counts.values()):
+            return
+        message_id = f"result:{model}"
+        if message_id in self.messages:
+            return
+        # Cache writes without a lifetime split count as 5-minute writes.
+        state = MessageState(
+            message_id=message_id,
+            sequence=len(self.messages) + 1,
+            model=model,
+            parent_tool_use_id="",
+            usage=TokenUsage.from_api(counts),
+            arrived_at=self.clock(),
+            complete=True,
+            estimated=True,
+        )
+        self.messages[message_id] = state
+        logger.warning(
+            "Execution %s: the result reports %s tokens that no streamed response "
+            "carried; recorded as %s, estimated",
+            self.execution.pk,
+            model,
+            message_id,
+        )
+        self._price_and_store(state, previous=None)
 
     def _final_status(self, *, error, interrupted: bool) -> str:
         result = self.result
@@ -407,21 +549,27 @@ class StreamRecorder:
         self._price_and_store(state, previous=previous)
 
     def _price_and_store(
-        self, state: MessageState, *, previous: MessageState | None
+        self, state: MessageState, *, previous: MessageState | None, notify: bool = True
     ) -> None:
-        quote = price_usage(state.model, state.usage, state.arrived_at)
-        state.cost_usd = quote.cost_usd
-        state.price_source = quote.source
-        state.price_version = quote.version
-        state.estimated = state.estimated or quote.estimated
+        if state.usage_known:
+            quote = price_usage(state.model, state.usage, state.arrived_at)
+            state.cost_usd = quote.cost_usd
+            state.price_source = quote.source
+            state.price_version = quote.version
+            state.estimated = state.estimated or quote.estimated
+        else:
+            state.cost_usd = None
+            state.price_source = ""
+            state.price_version = "usage missing or unreadable"
         if previous is not None:
             self.totals.apply(previous, -1)
         self.totals.apply(state, +1)
         self._store(state)
-        update = self._snapshot(state)
-        # Notifies now when the write committed on its own, or once the
-        # caller's transaction commits.
-        transaction.on_commit(lambda: self._notify(update))
+        if notify:
+            update = self._snapshot(state)
+            # Notifies now when the write committed on its own, or once the
+            # caller's transaction commits.
+            transaction.on_commit(lambda: self._notify(update))
 
     def _store(self, state: MessageState) -> None:
         """Write the row of `state` and the execution's totals in one transaction.
@@ -542,7 +690,10 @@ class StreamRecorder:
         if self.listener is not None:
             self.listener(update)
         api_message_recorded.send(
-            sender=Execution, execution_id=self.execution.pk, update=update
+            sender=Execution,
+            execution_id=self.execution.pk,
+            customer_id=self.execution.customer_id,
+            update=update,
         )
 
     def _load_existing_messages(self) -> None:
@@ -628,3 +779,36 @@ def _update_with_totals_sql(
         f"SET {_assignments(Execution, execution_fields)} "
         f"WHERE {_column(Execution, 'id')} = %s"
     )
+
+
+SYNTHETIC_MODEL = "<synthetic>"
+
+# A reported cost above this is taken as garbage, not money.
+MAX_REPORTED_COST_USD = Decimal(1_000_000)
+
+
+def _reported_cost(value) -> Decimal | None:
+    """Return the SDK's reported cost as a Decimal, or None when it is not a sane number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or not 0 <= value <= MAX_REPORTED_COST_USD:
+        return None
+    # The SDK reports a float; its shortest repr is the value it printed.
+    return Decimal(repr(value))
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _message_text(message: AssistantMessage) -> str:
+    return " ".join(
+        block.text
+        for block in message.content
+        if isinstance(getattr(block, "text", None), str)
+    ).strip()
+
+
+def _count_of(usage: dict, key: str) -> int:
+    value = usage.get(key)
+    return value if _is_count(value) else 0

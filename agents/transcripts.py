@@ -14,6 +14,7 @@ stored are skipped by message id.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -28,7 +29,7 @@ from typing import NamedTuple
 # keeps imported and live runs identical to the recorder.
 from claude_agent_sdk._errors import MessageParseError
 from claude_agent_sdk._internal.message_parser import parse_message
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from agents.models import ApiMessage, Execution, Workflow
 from agents.recorder import MessageUpdate, StreamRecorder, is_usage_message
@@ -36,6 +37,10 @@ from agents.simulator import SIMULATOR_MESSAGE_ID_PREFIX
 from customers.models import Customer
 
 logger = logging.getLogger(__name__)
+
+
+# First key of the advisory locks taken by imports (an arbitrary constant).
+IMPORT_LOCK_SPACE = 7301
 
 
 class TranscriptClock:
@@ -133,15 +138,61 @@ def transcript_import(
     execution, created = _find_or_create_execution(
         customer, workflow, first, recorded_at
     )
+    with _import_lock(execution.pk):
+        return _import_lines(
+            execution,
+            created,
+            itertools.chain(head, lines),
+            path,
+            clock,
+            line_timestamps,
+            listener,
+        )
+
+
+@contextlib.contextmanager
+def _import_lock(execution_id: int):
+    """Hold a session lock on the execution while it is imported.
+
+    Two imports of one transcript at once would otherwise both insert the
+    same messages. SQLite allows one writer at a time, so it needs none.
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_lock(%s, %s)", [IMPORT_LOCK_SPACE, execution_id]
+        )
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_unlock(%s, %s)", [IMPORT_LOCK_SPACE, execution_id]
+            )
+
+
+def _import_lines(execution, created, lines, path, clock, line_timestamps, listener):
+    # Created after the lock, so it loads what a concurrent import stored.
     recorder = StreamRecorder(execution, listener=listener, clock=clock.now)
     report = TranscriptImport(execution=execution, created=created)
-    for line in itertools.chain(head, lines):
-        report.lines += 1
-        if line_timestamps and line.data:
-            clock.advance(line.data.get("timestamp"))
-        message = _parse(line, report)
-        if message is not None and is_usage_message(message):
-            recorder.handle(message)
+    try:
+        for line in lines:
+            report.lines += 1
+            if line_timestamps and line.data:
+                clock.advance(line.data.get("timestamp"))
+            message = _parse(line, report)
+            if message is not None and is_usage_message(message):
+                recorder.handle(message)
+    except Exception as exc:
+        # Keep what was recorded, but never leave the execution running.
+        logger.exception("Execution %s: import of %s failed", execution.pk, path)
+        recorder.finish(error=f"The import failed at line {report.lines}: {exc}")
+        raise TranscriptError(
+            f"Import of {path} failed at line {report.lines}: {exc}. Execution "
+            f"{execution.pk} keeps the {len(recorder.messages)} messages recorded before."
+        ) from exc
     if recorder.result is None:
         report.errors.append(
             "the transcript has no result message, so the run was cut off"

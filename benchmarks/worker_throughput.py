@@ -10,10 +10,10 @@ against the project's API simulator, which this process serves on
 127.0.0.1. The script prints executions per second of both and their ratio.
 
 The script creates its own database (`agentmargin_bench_worker` unless
-`--database` says otherwise) on the server of DATABASE_URL, migrates it and
+`--database` names another) on the server of DATABASE_URL, migrates it and
 drops it at the end. The worker reads its own Redis queue, which is deleted
-at the end. It runs with config.settings.test, whose API target is only ever
-the local simulator. AGENTMARGIN_CUSTOMER_CONCURRENCY is set to the number
+at the end. Both this process and the worker use config.settings.test, whose
+API target is only ever the local simulator. AGENTMARGIN_CUSTOMER_CONCURRENCY is set to the number
 of executions, so the per-customer limit never holds an execution back.
 
     .venv/bin/python benchmarks/worker_throughput.py --executions 40 \\

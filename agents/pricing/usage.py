@@ -69,8 +69,11 @@ class TokenUsage:
             cache_creation, "ephemeral_1h_input_tokens", "cache_creation."
         )
         uncovered = written_total - written_5m - written_1h
-        split_estimated = uncovered > 0
-        if split_estimated:
+        # A split that does not add up to a reported aggregate, either way,
+        # makes the cost an estimate.
+        has_aggregate = usage.get("cache_creation_input_tokens") is not None
+        split_estimated = uncovered > 0 or (uncovered < 0 and has_aggregate)
+        if uncovered > 0:
             written_5m += uncovered
 
         return cls(
@@ -82,8 +85,8 @@ class TokenUsage:
             web_search_requests=_count(
                 server_tool_use, "web_search_requests", "server_tool_use."
             ),
-            service_tier=_text(usage, "service_tier"),
-            inference_geo=_text(usage, "inference_geo"),
+            service_tier=_text(usage, "service_tier").strip().lower(),
+            inference_geo=_text(usage, "inference_geo").strip().lower(),
             split_estimated=split_estimated,
         )
 
@@ -102,12 +105,19 @@ class TokenUsage:
         return dataclasses.replace(self, output_tokens=output_tokens)
 
 
+# No single response comes near this many tokens; a larger count is corrupt
+# data, and would overflow the database's 64-bit totals.
+MAX_COUNT = 10**12
+
+
 def _check_count(name: str, value: object) -> None:
     # bool is a subclass of int, but `true` is never a token count.
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"Invalid usage: {name} must be an integer, got {value!r}.")
     if value < 0:
         raise ValueError(f"Invalid usage: {name} must not be negative, got {value!r}.")
+    if value > MAX_COUNT:
+        raise ValueError(f"Invalid usage: {name} is implausibly large: {value!r}.")
 
 
 def _nested(usage: Mapping[str, Any], key: str) -> Mapping[str, Any]:

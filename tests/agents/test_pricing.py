@@ -150,7 +150,7 @@ def test_from_api_partial_split_rest_is_5m():
     assert parsed.split_estimated is True
 
 
-def test_from_api_split_over_aggregate_is_trusted():
+def test_from_api_split_over_aggregate_is_estimated():
     parsed = TokenUsage.from_api(
         {
             "cache_creation_input_tokens": 50,
@@ -162,7 +162,7 @@ def test_from_api_split_over_aggregate_is_trusted():
     )
     assert parsed.cache_write_5m_tokens == 20
     assert parsed.cache_write_1h_tokens == 60
-    assert parsed.split_estimated is False
+    assert parsed.split_estimated is True
 
 
 def test_from_api_full_split_not_estimated():

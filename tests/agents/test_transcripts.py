@@ -144,3 +144,75 @@ def test_cut_off_transcript_is_interrupted(tmp_path):
     assert summary["estimated"] is True
     # Only the placeholder output of 1 token is known.
     assert summary["cost_usd"] == "0.003015"
+
+
+def test_lines_priced_at_their_timestamp(tmp_path):
+    from agents.models import ModelPrice
+
+    # A negotiated $1 input rate that starts after the run took place.
+    ModelPrice.objects.create(
+        model=MODEL,
+        valid_from=datetime(2026, 6, 1, tzinfo=UTC),
+        input_per_mtok=Decimal("1"),
+        output_per_mtok=Decimal("15"),
+        cache_write_5m_per_mtok=Decimal("3.75"),
+        cache_write_1h_per_mtok=Decimal("6"),
+        cache_read_per_mtok=Decimal("0.30"),
+    )
+    lines = transcript_lines()
+    lines[1]["timestamp"] = "2026-03-12T10:00:00.000Z"
+    path = write(tmp_path / "run.jsonl", lines)
+    out = StringIO()
+    call_command(
+        "import_stream",
+        "--customer=acme",
+        "--workflow=review",
+        "--json",
+        str(path),
+        stdout=out,
+    )
+    summary = json.loads(out.getvalue().splitlines()[-1])
+    # List price on 2026-03-12: 1,000 x $3 + 100 x $15.
+    assert summary["cost_usd"] == "0.0045"
+    execution = Execution.objects.get(pk=summary["execution_id"])
+    assert execution.created_at == datetime(2026, 3, 12, 10, tzinfo=UTC)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_imports_create_one_execution(tmp_path):
+    import threading
+
+    from django.db import connection
+
+    from agents.models import Workflow
+    from agents.transcripts import TranscriptError, transcript_import
+    from customers.models import Customer
+
+    path = write(tmp_path / "run.jsonl", transcript_lines())
+    customer = Customer.objects.get(slug="acme")
+    workflow = Workflow.objects.get(slug="review")
+    start = threading.Barrier(2)
+    errors = []
+
+    def run_import():
+        try:
+            start.wait(timeout=10)
+            transcript_import(
+                customer=customer,
+                workflow=workflow,
+                path=path,
+                recorded_at=datetime(2026, 11, 2, tzinfo=UTC),
+            )
+        except TranscriptError as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run_import) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    execution = Execution.objects.get(sdk_session_id=SESSION)
+    assert execution.cost_usd == Decimal("0.0045")
