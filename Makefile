@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test worker beat lint format lock benchmark clean
+.PHONY: install demo test worker beat lint format lock benchmark benchmark-workers clean
 
 install: $(INSTALLED)
 
@@ -45,6 +45,9 @@ lock: install
 
 benchmark: install
 	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) benchmarks/record_stream.py
+
+benchmark-workers: install
+	$(PY) benchmarks/worker_throughput.py --executions 40
 
 clean:
 	rm -rf $(VENV) var agentmargin.sqlite3
