@@ -32,7 +32,7 @@ from django.db import DatabaseError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from agents.models import ApiMessage, Execution
+from agents.models import TOKEN_COUNT_FIELDS, ApiMessage, Execution
 from agents.selectors import decimal_text, execution_summary
 from agents.signals import api_message_recorded, execution_finished
 
@@ -57,15 +57,6 @@ SUBSCRIBE_CONNECT_TIMEOUT_SECONDS = 2.0
 SUBSCRIBE_SOCKET_TIMEOUT_SECONDS = 5.0
 
 CUSTOMER_ID_CACHE_SIZE = 1024
-
-TOKEN_KINDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "web_search_requests",
-)
 
 
 def live_updates_enabled() -> bool:
@@ -102,7 +93,7 @@ def message_event(execution_id: int, update: MessageUpdate) -> dict:
         "sequence": state.sequence,
         "model": state.model,
         "parent_tool_use_id": state.parent_tool_use_id or None,
-        **{kind: getattr(state.usage, kind) for kind in TOKEN_KINDS},
+        **{kind: getattr(state.usage, kind) for kind in TOKEN_COUNT_FIELDS},
         "cost_usd": decimal_text(state.cost_usd),
         "running_cost_usd": (
             None if update.unpriced else decimal_text(update.running_cost_usd)
@@ -147,7 +138,7 @@ def stored_message_events(execution_id: int, *, finished: bool) -> list[dict]:
                 "sequence": row.sequence,
                 "model": row.model,
                 "parent_tool_use_id": row.parent_tool_use_id or None,
-                **{kind: getattr(row, kind) for kind in TOKEN_KINDS},
+                **{kind: getattr(row, kind) for kind in TOKEN_COUNT_FIELDS},
                 "cost_usd": decimal_text(row.cost_usd),
                 "running_cost_usd": (
                     None if unpriced else decimal_text(priced_running_cost)

@@ -8,6 +8,16 @@ from django.db import models
 COST_DIGITS = {"max_digits": 24, "decimal_places": 14}
 RATE_DIGITS = {"max_digits": 14, "decimal_places": 6}
 
+# Usage counts that Execution and ApiMessage both carry, by field name.
+TOKEN_COUNT_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "web_search_requests",
+)
+
 
 class Workflow(models.Model):
     """A named agent job: its prompt, model, tool permissions and limits."""

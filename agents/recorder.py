@@ -35,20 +35,12 @@ from claude_agent_sdk import AssistantMessage, ResultMessage, StreamEvent, Syste
 from django.db import transaction
 from django.utils import timezone
 
-from agents.models import ApiMessage, Execution
+from agents.models import TOKEN_COUNT_FIELDS, ApiMessage, Execution
 from agents.pricing import TokenUsage, price_usage
 from agents.signals import api_message_recorded, execution_finished
 
 logger = logging.getLogger(__name__)
 
-TOKEN_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "web_search_requests",
-)
 
 RESULT_STATUSES = {
     "success": Execution.Status.SUCCEEDED,
@@ -86,7 +78,7 @@ class MessageState:
     usage_known: bool = True
 
     def token_counts(self) -> dict[str, int]:
-        return {name: getattr(self.usage, name) for name in TOKEN_FIELDS}
+        return {name: getattr(self.usage, name) for name in TOKEN_COUNT_FIELDS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +94,7 @@ class MessageUpdate:
 @dataclasses.dataclass
 class RunningTotals:
     tokens: dict[str, int] = dataclasses.field(
-        default_factory=lambda: dict.fromkeys(TOKEN_FIELDS, 0)
+        default_factory=lambda: dict.fromkeys(TOKEN_COUNT_FIELDS, 0)
     )
     cost_usd: Decimal = Decimal(0)
     unpriced_messages: int = 0
@@ -708,7 +700,7 @@ class StreamRecorder:
                 model=row.model,
                 parent_tool_use_id=row.parent_tool_use_id,
                 usage=TokenUsage(
-                    **{name: getattr(row, name) for name in TOKEN_FIELDS},
+                    **{name: getattr(row, name) for name in TOKEN_COUNT_FIELDS},
                     service_tier=row.service_tier,
                     inference_geo=row.inference_geo,
                 ),

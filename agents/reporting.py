@@ -6,18 +6,9 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 
-from agents.models import ApiMessage
+from agents.models import TOKEN_COUNT_FIELDS, ApiMessage
 from agents.recorder import MessageUpdate
 from agents.selectors import decimal_text
-
-TOKEN_KEYS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "web_search_requests",
-)
 
 
 class MessagePrinter:
@@ -43,7 +34,7 @@ class MessagePrinter:
             state.message_id,
             state.model,
             state.parent_tool_use_id,
-            {key: getattr(state.usage, key) for key in TOKEN_KEYS},
+            {key: getattr(state.usage, key) for key in TOKEN_COUNT_FIELDS},
             state.cost_usd,
             sum(known, Decimal(0)),
             unpriced_so_far=len(known) < len(self.costs),
@@ -65,7 +56,7 @@ def row_records(rows: Iterable[ApiMessage]) -> Iterator[dict]:
             row.message_id,
             row.model,
             row.parent_tool_use_id,
-            {key: getattr(row, key) for key in TOKEN_KEYS},
+            {key: getattr(row, key) for key in TOKEN_COUNT_FIELDS},
             row.cost_usd,
             running,
             unpriced_so_far=unpriced,

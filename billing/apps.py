@@ -12,4 +12,6 @@ class BillingConfig(AppConfig):
         from config.schedules import install_schedules
 
         post_migrate.connect(install_schedules, sender=self)
-        execution_stalled.connect(on_execution_stalled, dispatch_uid="billing.stalled_alert")
+        execution_stalled.connect(
+            on_execution_stalled, dispatch_uid="billing.stalled_alert"
+        )

@@ -20,12 +20,22 @@ class Alert(models.Model):
         CRITICAL = "critical", "Critical"
 
     kind = models.CharField(max_length=40, choices=Kind.choices)
-    severity = models.CharField(max_length=16, choices=Severity.choices, default=Severity.WARNING)
+    severity = models.CharField(
+        max_length=16, choices=Severity.choices, default=Severity.WARNING
+    )
     customer = models.ForeignKey(
-        "customers.Customer", on_delete=models.CASCADE, null=True, blank=True, related_name="alerts"
+        "customers.Customer",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="alerts",
     )
     execution = models.ForeignKey(
-        "agents.Execution", on_delete=models.SET_NULL, null=True, blank=True, related_name="alerts"
+        "agents.Execution",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="alerts",
     )
     message = models.TextField()
     dedupe_key = models.CharField(max_length=200, unique=True)

@@ -28,7 +28,7 @@ from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from agents.models import ApiMessage, Execution
+from agents.models import TOKEN_COUNT_FIELDS, ApiMessage, Execution
 from billing.models import DailyUsage, MonthlyUsage, RollupCheckpoint
 
 logger = logging.getLogger(__name__)
@@ -48,15 +48,7 @@ LOCK_KEY = 7_091_890_296_082_206_572
 
 BATCH_SIZE = 500
 
-TOKEN_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "web_search_requests",
-)
-MESSAGE_FIELDS = ("cost_usd", "unpriced_messages", "api_messages", *TOKEN_FIELDS)
+MESSAGE_FIELDS = ("cost_usd", "unpriced_messages", "api_messages", *TOKEN_COUNT_FIELDS)
 EXECUTION_FIELDS = (
     "executions",
     "succeeded",
@@ -75,7 +67,7 @@ MESSAGE_AGGREGATES = {
     f"{ALIAS}cost_usd": Sum("cost_usd"),
     f"{ALIAS}unpriced_messages": Count("pk", filter=Q(cost_usd__isnull=True)),
     f"{ALIAS}api_messages": Count("pk"),
-    **{f"{ALIAS}{name}": Sum(name) for name in TOKEN_FIELDS},
+    **{f"{ALIAS}{name}": Sum(name) for name in TOKEN_COUNT_FIELDS},
 }
 
 EXECUTION_AGGREGATES = {
