@@ -171,7 +171,7 @@ def sweep_executions(*, now: datetime | None = None) -> SweepResult:
 
     A stalled execution keeps everything recorded before its worker died.
     Responses that never received their final output count are marked
-    estimated, and staff are told through the `execution_stalled` signal.
+    estimated, and the `execution_stalled` signal raises a staff alert.
     """
     now = now or timezone.now()
     stale_before = now - timedelta(seconds=settings.AGENTMARGIN_STALE_AFTER_SECONDS)

@@ -54,7 +54,7 @@ SIMULATOR_API_KEY = "sk-ant-simulator-no-key-needed"
 
 @dataclasses.dataclass(frozen=True)
 class ApiTarget:
-    """Where the CLI's API requests go."""
+    """The endpoint and key the CLI's API requests go to."""
 
     base_url: str  # "" means the SDK's default, Anthropic's API
     api_key: str
@@ -104,7 +104,7 @@ def resolve_target(
 
 
 def is_simulator(base_url: str) -> bool:
-    """Return whether `base_url` is a loopback server answering as the simulator."""
+    """Return whether `base_url` is a loopback server that reports itself as the simulator."""
     host = urlsplit(base_url).hostname or ""
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -145,8 +145,8 @@ def build_options(execution: Execution, target: ApiTarget) -> ClaudeAgentOptions
         env["CLAUDE_CODE_TMPDIR"] = str(config_dir / "tmp")
     budget = None
     if workflow.per_run_budget_usd is not None:
-        # The SDK's option is a float; it is only a hint to the CLI; our own
-        # cost records stay Decimal.
+        # The SDK takes a float. It only steers the CLI, which checks it
+        # between turns, while every cost we record stays Decimal.
         budget = float(workflow.per_run_budget_usd)
     return ClaudeAgentOptions(
         model=execution.requested_model,
