@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import os
 import platform
-import re
 import resource
 import signal
 import statistics
@@ -40,12 +39,12 @@ from importlib import metadata
 from pathlib import Path
 
 import django
-import psycopg
-from psycopg import sql
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.common import BenchmarkDatabase, BenchmarkError  # noqa: E402
 
 # Same default as config.settings.test.
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/agentmargin"
@@ -68,65 +67,6 @@ CPU_SATURATED_SHARE = 0.85
 
 IN_PROCESS = "in-process"
 WORKERS = "workers"
-
-
-class BenchmarkError(Exception):
-    """The benchmark could not run or its results failed a check."""
-
-
-# Database --------------------------------------------------------------
-
-
-class BenchmarkDatabase:
-    """A database of the benchmark's own on the server of DATABASE_URL."""
-
-    def __init__(self, source_url: str, name: str):
-        parts = urllib.parse.urlsplit(source_url)
-        if parts.scheme not in ("postgres", "postgresql", "pgsql"):
-            raise BenchmarkError(
-                f"DATABASE_URL must point at PostgreSQL, got scheme {parts.scheme!r}."
-            )
-        if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
-            raise BenchmarkError(
-                f"Invalid database name {name!r}: use lowercase letters, digits and _."
-            )
-        source_name = parts.path.lstrip("/")
-        # pytest-django creates test_<name> for the suite.
-        if name in (
-            source_name,
-            f"test_{source_name}",
-            "postgres",
-            "template0",
-            "template1",
-        ):
-            raise BenchmarkError(
-                f"Database {name!r} belongs to the project or the server, so the "
-                "benchmark does not create or drop it. Pass another --database."
-            )
-        self.name = name
-        self.url = urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
-        self._maintenance_url = urllib.parse.urlunsplit(
-            parts._replace(scheme="postgresql", path="/postgres")
-        )
-
-    def create(self) -> None:
-        """Create the database, dropping a copy left by an interrupted run first."""
-        with psycopg.connect(self._maintenance_url, autocommit=True) as connection:
-            connection.execute(self._drop_statement())
-            connection.execute(
-                sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name))
-            )
-
-    def drop(self) -> None:
-        with psycopg.connect(self._maintenance_url, autocommit=True) as connection:
-            connection.execute(self._drop_statement())
-
-    def _drop_statement(self) -> sql.Composed:
-        # WITH (FORCE), PostgreSQL 13 and later, ends the sessions of a worker
-        # that did not exit.
-        return sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(self.name)
-        )
 
 
 # Celery worker ---------------------------------------------------------
