@@ -24,7 +24,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from agents.models import ApiMessage, Execution, Workflow
-from agents.services import execution_create
+from agents.services import execution_create, execution_refresh_totals
 from agents.signals import execution_finished, execution_stalled
 from customers.models import Customer
 
@@ -200,8 +200,10 @@ def _interrupt_stalled(
     ):
         return False
     unfinished = ApiMessage.objects.filter(execution=execution, output_final=False)
-    if unfinished.update(estimated=True):
-        execution.estimated = True
+    unfinished.update(estimated=True)
+    # The recorder wrote its running totals at most once a second, so the
+    # committed rows are the authority.
+    execution_refresh_totals(execution)
     execution.status = Execution.Status.INTERRUPTED
     execution.finished_at = now
     execution.error = (
@@ -209,7 +211,7 @@ def _interrupt_stalled(
         f"(last at {last_sign:%Y-%m-%d %H:%M:%S} UTC); the run was marked interrupted "
         "with the usage recorded until then."
     )
-    execution.save(update_fields=["status", "finished_at", "error", "estimated"])
+    execution.save(update_fields=["status", "finished_at", "error"])
     logger.warning(
         "Execution %s: no heartbeat since %s from worker %s; marked interrupted",
         execution_id,

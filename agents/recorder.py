@@ -3,8 +3,10 @@
 One `StreamRecorder` belongs to one execution and sees its messages in
 order. Each API response (one message id) becomes one `ApiMessage` row,
 written as soon as the response starts and updated when its final output
-count arrives, each write committed together with the execution's running
-totals. A crash therefore loses at most the response in flight.
+count arrives, each write committed before the recorder goes on. A crash
+therefore loses at most the response in flight. The execution's running
+totals are kept in memory and written with a message at most once a second
+and at the end; after a crash the sweeper sums them from the rows.
 
 What the stream carries (claude-agent-sdk 0.2.189, Claude Code CLI 2.1.332):
 
@@ -27,9 +29,11 @@ import dataclasses
 import functools
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from claude_agent_sdk import AssistantMessage, ResultMessage, StreamEvent, SystemMessage
 from django.db import transaction
@@ -50,6 +54,10 @@ RESULT_STATUSES = {
 
 # Terminal reasons the CLI gives when a run was stopped from outside.
 INTERRUPT_REASONS = frozenset({"aborted_streaming", "aborted_tools", "interrupted"})
+
+# The execution's running totals are written with a message at most this
+# often; finish() always writes them.
+TOTALS_INTERVAL_SECONDS = 1.0
 
 # Stream event types that change usage. Text and tool-input deltas, which
 # make up most of a stream, are dropped before any database work.
@@ -77,6 +85,22 @@ class MessageState:
     # are then unknown, so it stays unpriced rather than costing zero.
     usage_known: bool = True
 
+    def contribution(self) -> Contribution:
+        """Return what this response adds to the execution's totals now."""
+        usage = self.usage
+        return Contribution(
+            counts=(
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_write_5m_tokens,
+                usage.cache_write_1h_tokens,
+                usage.cache_read_tokens,
+                usage.web_search_requests,
+            ),
+            cost_usd=self.cost_usd,
+            estimated=self.estimated,
+        )
+
     def token_counts(self) -> dict[str, int]:
         return {name: getattr(self.usage, name) for name in TOKEN_COUNT_FIELDS}
 
@@ -91,6 +115,14 @@ class MessageUpdate:
     complete: bool
 
 
+class Contribution(NamedTuple):
+    """One response's share of the execution totals, in TOKEN_COUNT_FIELDS order."""
+
+    counts: tuple[int, ...]
+    cost_usd: Decimal | None
+    estimated: bool
+
+
 @dataclasses.dataclass
 class RunningTotals:
     tokens: dict[str, int] = dataclasses.field(
@@ -100,14 +132,15 @@ class RunningTotals:
     unpriced_messages: int = 0
     estimated_messages: int = 0
 
-    def apply(self, state: MessageState, sign: int) -> None:
-        for name, value in state.token_counts().items():
-            self.tokens[name] += sign * value
-        if state.cost_usd is None:
+    def apply(self, contribution: Contribution, sign: int) -> None:
+        tokens = self.tokens
+        for name, value in zip(TOKEN_COUNT_FIELDS, contribution.counts, strict=True):
+            tokens[name] += sign * value
+        if contribution.cost_usd is None:
             self.unpriced_messages += sign
         else:
-            self.cost_usd += sign * state.cost_usd
-        if state.estimated:
+            self.cost_usd += sign * contribution.cost_usd
+        if contribution.estimated:
             self.estimated_messages += sign
 
 
@@ -142,6 +175,7 @@ class StreamRecorder:
         self.open_message: dict[str, str] = {}
         self.result: ResultMessage | None = None
         self.interrupt_requested = False
+        self._totals_written_at = -math.inf
         # Text of the last API error the CLI reported, for the execution.
         self.api_error = ""
         self._load_existing_messages()
@@ -254,7 +288,7 @@ class StreamRecorder:
         `abandoned_blocks`; that response, and any without a final output
         count, is kept at its last counts and marked estimated.
         """
-        previous = dataclasses.replace(state)
+        previous = state.contribution()
         state.complete = True
         if (abandoned or not state.output_final) and not state.estimated:
             state.estimated = True
@@ -336,7 +370,7 @@ class StreamRecorder:
         token_usage, unreadable = self._parse_usage(state.message_id, usage)
         if unreadable:
             return
-        previous = dataclasses.replace(state)
+        previous = state.contribution()
         if state.output_final:
             token_usage = token_usage.with_output(state.usage.output_tokens)
         state.usage = token_usage
@@ -347,7 +381,7 @@ class StreamRecorder:
     def _apply_delta(self, state: MessageState, usage: dict) -> None:
         if state.complete and state.output_final:
             return
-        previous = dataclasses.replace(state)
+        previous = state.contribution()
         changes = {}
         try:
             if usage.get("output_tokens") is not None:
@@ -461,7 +495,7 @@ class StreamRecorder:
         if missing == streamed:
             # The result confirms the counts the responses carried.
             for state in pending:
-                previous = dataclasses.replace(state)
+                previous = state.contribution()
                 state.output_final = True
                 state.complete = True
                 self._price_and_store(state, previous=previous)
@@ -470,7 +504,7 @@ class StreamRecorder:
             return
         share, remainder = divmod(missing, len(pending))
         for index, state in enumerate(pending):
-            previous = dataclasses.replace(state)
+            previous = state.contribution()
             output = share + (remainder if index == len(pending) - 1 else 0)
             state.usage = state.usage.with_output(output)
             state.estimated = True
@@ -534,14 +568,14 @@ class StreamRecorder:
 
     def _settle_incomplete(self, state: MessageState) -> None:
         """Keep a response that never finished, at its last known counts, as estimated."""
-        previous = dataclasses.replace(state)
+        previous = state.contribution()
         state.complete = True
         if not state.output_final:
             state.estimated = True
         self._price_and_store(state, previous=previous)
 
     def _price_and_store(
-        self, state: MessageState, *, previous: MessageState | None, notify: bool = True
+        self, state: MessageState, *, previous: Contribution | None, notify: bool = True
     ) -> None:
         if state.usage_known:
             quote = price_usage(state.model, state.usage, state.arrived_at)
@@ -555,7 +589,7 @@ class StreamRecorder:
             state.price_version = "usage missing or unreadable"
         if previous is not None:
             self.totals.apply(previous, -1)
-        self.totals.apply(state, +1)
+        self.totals.apply(state.contribution(), +1)
         self._store(state)
         if notify:
             update = self._snapshot(state)
@@ -564,33 +598,48 @@ class StreamRecorder:
             transaction.on_commit(lambda: self._notify(update))
 
     def _store(self, state: MessageState) -> None:
-        """Write the row of `state` and the execution's totals in one transaction.
+        """Write the row of `state`, with the execution's totals when they are due.
 
-        On PostgreSQL both writes are one statement. Outside a transaction
-        that statement commits on its own before `execute()` returns: one
-        round trip, with no BEGIN or COMMIT. Inside a caller's transaction
-        it runs in a savepoint. Other databases run the two writes in
+        Every write commits before it returns. The totals go with a message
+        write at most every TOTALS_INTERVAL_SECONDS, and always at the end
+        of the run: they are sums of the committed rows, which the sweeper
+        recomputes after a crash, and writing the execution's wide row with
+        every message would cost more than the message itself. On
+        PostgreSQL a write is one statement, which outside a transaction
+        commits on its own (one round trip, no BEGIN or COMMIT) and inside
+        a caller's transaction runs in a savepoint. Other databases use
         `atomic()`.
         """
         # NOTE: the test suite runs inside transactions, so it covers the
         # savepoint path only. benchmarks/record_stream.py checks the rows and
         # totals that the path outside a transaction stores.
+        with_totals = self._totals_due()
         connection = transaction.get_connection()
         if connection.vendor == "postgresql":
             if connection.in_atomic_block:
                 with transaction.atomic():
-                    self._write_in_one_statement(connection, state)
+                    self._write_in_one_statement(connection, state, with_totals)
             else:
-                self._write_in_one_statement(connection, state)
+                self._write_in_one_statement(connection, state, with_totals)
             return
         with transaction.atomic():
             self._write_message(state)
             totals = self._copy_totals_to_execution()
-            Execution.objects.filter(pk=self.execution.pk).update(**totals)
+            if with_totals:
+                Execution.objects.filter(pk=self.execution.pk).update(**totals)
 
-    def _write_in_one_statement(self, connection, state: MessageState) -> None:
+    def _totals_due(self) -> bool:
+        now = time.monotonic()
+        if now - self._totals_written_at < TOTALS_INTERVAL_SECONDS:
+            return False
+        self._totals_written_at = now
+        return True
+
+    def _write_in_one_statement(
+        self, connection, state: MessageState, with_totals: bool
+    ) -> None:
         fields = self._message_fields(state)
-        totals = self._copy_totals_to_execution()
+        totals = self._copy_totals_to_execution() if with_totals else {}
         if state.pk is None:
             fields = {
                 "execution_id": self.execution.pk,
@@ -601,12 +650,25 @@ class StreamRecorder:
                 "updated_at": timezone.now(),
                 **fields,
             }
-            statement = _insert_with_totals_sql(tuple(fields), tuple(totals))
-            params = [*fields.values(), *totals.values(), self.execution.pk]
+            if with_totals:
+                statement = _insert_with_totals_sql(tuple(fields), tuple(totals))
+                params = [*fields.values(), *totals.values(), self.execution.pk]
+            else:
+                statement = _insert_sql(tuple(fields))
+                params = list(fields.values())
         else:
-            fields["updated_at"] = self.clock()
-            statement = _update_with_totals_sql(tuple(fields), tuple(totals))
-            params = [*fields.values(), state.pk, *totals.values(), self.execution.pk]
+            fields["updated_at"] = timezone.now()
+            if with_totals:
+                statement = _update_with_totals_sql(tuple(fields), tuple(totals))
+                params = [
+                    *fields.values(),
+                    state.pk,
+                    *totals.values(),
+                    self.execution.pk,
+                ]
+            else:
+                statement = _update_sql(tuple(fields))
+                params = [*fields.values(), state.pk]
         with connection.cursor() as cursor:
             cursor.execute(statement, params)
             if state.pk is None:
@@ -714,7 +776,7 @@ class StreamRecorder:
                 price_version=row.price_version,
             )
             self.messages[row.message_id] = state
-            self.totals.apply(state, +1)
+            self.totals.apply(state.contribution(), +1)
 
 
 # PostgreSQL statements that write a message row and its execution's totals
@@ -732,6 +794,26 @@ def _column(model, name: str) -> str:
 
 def _assignments(model, names: tuple[str, ...]) -> str:
     return ", ".join(f"{_column(model, name)} = %s" for name in names)
+
+
+@functools.cache
+def _insert_sql(message_fields: tuple[str, ...]) -> str:
+    """Return an INSERT of a message row that returns its id."""
+    columns = ", ".join(_column(ApiMessage, name) for name in message_fields)
+    values = ", ".join(["%s"] * len(message_fields))
+    return (
+        f"INSERT INTO {_table(ApiMessage)} ({columns}) VALUES ({values}) "
+        f"RETURNING {_column(ApiMessage, 'id')}"
+    )
+
+
+@functools.cache
+def _update_sql(message_fields: tuple[str, ...]) -> str:
+    """Return an UPDATE of a message row. Parameters: the fields, then its id."""
+    return (
+        f"UPDATE {_table(ApiMessage)} SET {_assignments(ApiMessage, message_fields)} "
+        f"WHERE {_column(ApiMessage, 'id')} = %s"
+    )
 
 
 @functools.cache

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Count, DecimalField, Q, Sum, Value
+from django.db.models.functions import Coalesce
 
-from agents.models import Execution, Workflow
+from agents.models import TOKEN_COUNT_FIELDS, ApiMessage, Execution, Workflow
 from customers.models import Customer
 
 logger = logging.getLogger(__name__)
@@ -65,4 +68,30 @@ def execution_create(
         customer.slug,
         workflow.slug,
     )
+    return execution
+
+
+def execution_refresh_totals(execution: Execution) -> Execution:
+    """Set the execution's token and cost totals to the sums over its stored messages."""
+    sums = ApiMessage.objects.filter(execution=execution).aggregate(
+        **{f"sum_{name}": Coalesce(Sum(name), 0) for name in TOKEN_COUNT_FIELDS},
+        sum_cost=Coalesce(
+            Sum("cost_usd"), Value(Decimal(0)), output_field=DecimalField()
+        ),
+        messages=Count("pk"),
+        unpriced_messages=Count("pk", filter=Q(cost_usd__isnull=True)),
+        estimated_messages=Count("pk", filter=Q(estimated=True)),
+    )
+    totals = {name: sums[f"sum_{name}"] for name in TOKEN_COUNT_FIELDS}
+    totals.update(
+        cost_usd=sums["sum_cost"],
+        api_message_count=sums["messages"],
+        unpriced=sums["unpriced_messages"] > 0,
+        estimated=sums["estimated_messages"] > 0,
+    )
+    if execution.reported_cost_usd is not None:
+        totals["cost_difference_usd"] = totals["cost_usd"] - execution.reported_cost_usd
+    for name, value in totals.items():
+        setattr(execution, name, value)
+    Execution.objects.filter(pk=execution.pk).update(**totals)
     return execution

@@ -122,3 +122,34 @@ def test_sweep_executions_command(settings):
     assert alive.status == Execution.Status.RUNNING
     assert Alert.objects.get().execution_id == stalled.pk
     assert "No stalled executions." in run("sweep_executions")
+
+
+def test_sweep_sums_totals_from_rows(settings):
+    stale = timezone.now() - timedelta(
+        seconds=settings.AGENTMARGIN_STALE_AFTER_SECONDS + 30
+    )
+    # The recorder died before writing its latest totals.
+    execution = ExecutionFactory(
+        status=Execution.Status.RUNNING, started_at=stale, heartbeat_at=stale
+    )
+    for sequence, (cost, final) in enumerate(
+        [(Decimal("0.25"), True), (Decimal("0.125"), False)], start=1
+    ):
+        ApiMessage.objects.create(
+            execution=execution,
+            message_id=f"msg_{sequence}",
+            sequence=sequence,
+            model="claude-sonnet-4-6",
+            input_tokens=100,
+            output_tokens=10,
+            cost_usd=cost,
+            output_final=final,
+            arrived_at=stale,
+        )
+    run("sweep_executions")
+    execution.refresh_from_db()
+    assert execution.status == Execution.Status.INTERRUPTED
+    assert execution.cost_usd == Decimal("0.375")
+    assert execution.input_tokens == 200
+    assert execution.api_message_count == 2
+    assert execution.estimated
