@@ -1,8 +1,16 @@
 from django.contrib import admin
 
 from agents.selectors import decimal_text
-from billing.models import Alert, DailyUsage, MonthlyUsage
-from billing.services import alert_acknowledge, alert_resolve
+from billing.models import (
+    Alert,
+    DailyUsage,
+    MonthlyUsage,
+    PeriodStatement,
+    Plan,
+    Subscription,
+    SubscriptionChange,
+)
+from billing.services import alert_acknowledge, alert_resolve, subscription_create
 
 USAGE_COLUMNS = (
     "customer",
@@ -119,3 +127,155 @@ class AlertAdmin(admin.ModelAdmin):
         for alert in alerts:
             alert_resolve(alert=alert, user=request.user)
         self.message_user(request, f"Alerts resolved: {len(alerts)}.")
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin):
+    """Plans, validated by `Plan.clean()` through the admin's model form."""
+
+    list_display = ("name", "slug", "billing_model", "currency", "is_active")
+    list_filter = ("billing_model", "is_active")
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+    fieldsets = (
+        (None, {"fields": ("name", "slug", "currency", "is_active", "billing_model")}),
+        ("Subscription and hybrid", {"fields": ("monthly_price",)}),
+        (
+            "Usage-based",
+            {"fields": ("usage_pricing", "price_per_execution", "cost_markup")},
+        ),
+        (
+            "Success fee",
+            {
+                "fields": (
+                    "success_fee_kind",
+                    "commission_percent",
+                    "fee_per_success",
+                    "minimum_monthly_fee",
+                )
+            },
+        ),
+        (
+            "Hybrid",
+            {"fields": ("included_executions", "overage_price", "overage_tiers")},
+        ),
+    )
+
+
+class SubscriptionChangeInline(admin.TabularInline):
+    model = SubscriptionChange
+    fk_name = "subscription"
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = (
+        "from_plan",
+        "to_plan",
+        "prorate",
+        "effective_on",
+        "remaining_days",
+        "proration_credit",
+        "proration_charge",
+        "created_at",
+    )
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(admin.ModelAdmin):
+    """Subscriptions, each created through `subscription_create`.
+
+    Plan and dates are read-only once created, because a plan change must
+    go through `subscription_change_plan` to keep its history and proration.
+    """
+
+    list_display = (
+        "customer",
+        "plan",
+        "status",
+        "started_on",
+        "current_period_start",
+        "current_period_end",
+    )
+    list_filter = ("status", ("plan", admin.RelatedOnlyFieldListFilter))
+    list_select_related = ("customer", "plan")
+    search_fields = ("customer__slug", "customer__name", "plan__slug")
+    inlines = (SubscriptionChangeInline,)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("customer", "plan", "started_on")
+        return (
+            "customer",
+            "plan",
+            "status",
+            "started_on",
+            "current_period_start",
+            "current_period_end",
+        )
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return (
+            "customer",
+            "plan",
+            "started_on",
+            "current_period_start",
+            "current_period_end",
+        )
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is None:
+            form.base_fields["plan"].queryset = Plan.objects.filter(is_active=True)
+        return form
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        created = subscription_create(
+            customer=obj.customer, plan=obj.plan, start=obj.started_on
+        )
+        # The admin goes on to log and redirect with this object.
+        obj.pk = created.pk
+        obj.refresh_from_db()
+
+
+@admin.register(PeriodStatement)
+class PeriodStatementAdmin(admin.ModelAdmin):
+    """Read-only: statements are written once, when a period closes."""
+
+    list_display = (
+        "customer",
+        "period_start",
+        "period_end",
+        "revenue_total",
+        "cost",
+        "margin_text",
+        "margin_percent",
+        "created_at",
+    )
+    list_filter = (("customer", admin.RelatedOnlyFieldListFilter),)
+    list_select_related = ("customer",)
+    search_fields = ("customer__slug", "customer__name")
+    date_hierarchy = "period_start"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Cost (USD)", ordering="cost_total")
+    def cost(self, statement):
+        return decimal_text(statement.cost_total)
+
+    @admin.display(description="Margin (USD)", ordering="margin")
+    def margin_text(self, statement):
+        return decimal_text(statement.margin)

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from billing import rollups
+from billing import rollups, services
 
 
 @shared_task(name="billing.tasks.roll_up_usage")
@@ -14,3 +14,13 @@ def roll_up_usage() -> dict:
     changes.
     """
     return rollups.roll_up_usage().summary()
+
+
+@shared_task(name="billing.tasks.close_periods")
+def close_periods() -> int:
+    """Write the statement of every ended period of the active subscriptions.
+
+    Safe to run twice: a period that has a statement is skipped. Returns
+    how many statements were written.
+    """
+    return services.statements_close_ended_periods()

@@ -20,8 +20,13 @@ SCHEDULES = [
         "task": "billing.tasks.roll_up_usage",
         "every_seconds": 300,
     },
-    # Billing period close, Stripe metering and reconciliation, and alert
-    # evaluation add their entries here.
+    {
+        "name": "Close ended billing periods",
+        "task": "billing.tasks.close_periods",
+        "every_seconds": 86400,
+    },
+    # Stripe metering and reconciliation, and alert evaluation add their
+    # entries here.
 ]
 
 
@@ -35,5 +40,7 @@ def install_schedules(**kwargs) -> None:
         interval, _ = IntervalSchedule.objects.get_or_create(
             every=entry["every_seconds"], period=IntervalSchedule.SECONDS
         )
-        PeriodicTask.objects.create(name=entry["name"], task=entry["task"], interval=interval)
+        PeriodicTask.objects.create(
+            name=entry["name"], task=entry["task"], interval=interval
+        )
         logger.info("Installed periodic task %s (%s)", entry["name"], entry["task"])

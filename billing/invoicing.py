@@ -1,0 +1,296 @@
+"""Invoice previews: the lines a customer would be billed for one period.
+
+Counted executions are the customer's executions created in the period
+(UTC, start included, end excluded) whose status is `succeeded`. Failed,
+interrupted, stopped (max turns, budget exceeded) and unfinished runs are
+not billed, though their token cost counts in `cost_usd`. A success fee
+counts only succeeded executions that have an outcome value.
+
+Every amount is a Decimal. Each line's amount is rounded half up to cents
+exactly once, and the total is the sum of the rounded lines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.db.models import Count, Q, Sum
+
+from agents.models import Execution
+from billing import plans
+from billing.models import Plan, Subscription
+from customers.models import Customer
+
+ZERO = Decimal(0)
+
+
+@dataclasses.dataclass(frozen=True)
+class InvoiceLine:
+    """One invoice line; `amount` is rounded to cents, the other figures are exact."""
+
+    kind: str
+    description: str
+    quantity: Decimal
+    unit_amount: Decimal
+    amount: Decimal
+
+    def as_json(self) -> dict:
+        """Return the line with its Decimals as strings, for a JSON field."""
+        return {
+            "kind": self.kind,
+            "description": self.description,
+            "quantity": str(self.quantity),
+            "unit_amount": str(self.unit_amount),
+            "amount": str(self.amount),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class InvoicePreview:
+    """The billed lines of a period, their total and our recorded cost."""
+
+    customer: Customer
+    period_start: date
+    period_end: date
+    currency: str
+    lines: tuple[InvoiceLine, ...]
+    cost_usd: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        return sum((line.amount for line in self.lines), ZERO)
+
+
+@dataclasses.dataclass(frozen=True)
+class PeriodCounts:
+    """SQL aggregates over the customer's executions created in the period."""
+
+    succeeded: int
+    succeeded_cost: Decimal
+    outcomes: int
+    outcome_value: Decimal
+    cost: Decimal
+
+
+def invoice_preview(
+    *, customer: Customer, period_start: date, period_end: date
+) -> InvoicePreview:
+    """Return the invoice lines of one billing period of the customer's subscription.
+
+    Raises ValueError unless the period is one of the subscription's
+    monthly periods. The base charge uses the plan in effect on the
+    period's first day. Usage, overage and success fees use the plan in
+    effect on its last day. A customer with no subscription gets no line.
+    """
+    if period_end <= period_start:
+        raise ValueError(
+            f"The period ends ({period_end}) on or before it starts ({period_start})."
+        )
+    counts = _period_counts(customer, period_start, period_end)
+    subscription = _subscription_of(customer, period_end)
+    if subscription is None:
+        return InvoicePreview(
+            customer, period_start, period_end, "usd", (), counts.cost
+        )
+    expected = plans.period_containing(subscription.started_on, period_start)
+    if (period_start, period_end) != expected:
+        raise ValueError(
+            f"{period_start} to {period_end} is not a billing period of subscription "
+            f"{subscription.pk}; the period containing {period_start} is "
+            f"{expected[0]} to {expected[1]}."
+        )
+    base_plan = plans.plan_on(subscription, period_start)
+    # NOTE: after a prorated change, the whole period's usage is priced with
+    # the new plan, and a hybrid plan's included executions are not prorated.
+    usage_plan = plans.plan_on(subscription, period_end - timedelta(days=1))
+    lines = _base_lines(base_plan)
+    lines += _proration_lines(subscription, period_start, period_end)
+    lines += _usage_lines(usage_plan, counts)
+    return InvoicePreview(
+        customer,
+        period_start,
+        period_end,
+        usage_plan.currency,
+        tuple(lines),
+        counts.cost,
+    )
+
+
+def _subscription_of(customer: Customer, period_end: date) -> Subscription | None:
+    """Return the customer's open subscription, else its latest, started before `period_end`."""
+    subscriptions = Subscription.objects.filter(
+        customer=customer, started_on__lt=period_end
+    ).select_related("plan")
+    open_subscription = subscriptions.exclude(
+        status=Subscription.Status.CANCELED
+    ).first()
+    return open_subscription or subscriptions.order_by("-started_on", "-id").first()
+
+
+def _period_counts(
+    customer: Customer, period_start: date, period_end: date
+) -> PeriodCounts:
+    succeeded = Q(status=Execution.Status.SUCCEEDED)
+    with_outcome = succeeded & Q(outcome_value_usd__isnull=False)
+    row = Execution.objects.filter(
+        customer=customer,
+        created_at__gte=_utc_midnight(period_start),
+        created_at__lt=_utc_midnight(period_end),
+    ).aggregate(
+        succeeded=Count("id", filter=succeeded),
+        succeeded_cost=Sum("cost_usd", filter=succeeded),
+        outcomes=Count("id", filter=with_outcome),
+        outcome_value=Sum("outcome_value_usd", filter=with_outcome),
+        cost=Sum("cost_usd"),
+    )
+    return PeriodCounts(
+        succeeded=row["succeeded"],
+        succeeded_cost=row["succeeded_cost"] or ZERO,
+        outcomes=row["outcomes"],
+        outcome_value=row["outcome_value"] or ZERO,
+        cost=row["cost"] or ZERO,
+    )
+
+
+def _utc_midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _line(kind: str, description: str, quantity, unit_amount: Decimal) -> InvoiceLine:
+    quantity = Decimal(quantity)
+    return InvoiceLine(
+        kind,
+        description,
+        quantity,
+        unit_amount,
+        plans.round_line(quantity * unit_amount),
+    )
+
+
+def _base_lines(plan: Plan) -> list[InvoiceLine]:
+    if plan.monthly_price is None:
+        return []
+    return [_line("base", f"{plan.name}: monthly price", 1, plan.monthly_price)]
+
+
+def _proration_lines(
+    subscription: Subscription, period_start: date, period_end: date
+) -> list[InvoiceLine]:
+    """Return the credit and charge of each prorated change made in the period."""
+    lines = []
+    changes = subscription.changes.filter(
+        prorate=True, effective_on__gte=period_start, effective_on__lt=period_end
+    ).select_related("from_plan", "to_plan")
+    for change in changes.order_by("effective_on", "id"):
+        days = f"{change.remaining_days} of {(change.period_end - change.period_start).days} days"
+        lines.append(
+            InvoiceLine(
+                "proration_credit",
+                f"Unused time on {change.from_plan.name} ({days})",
+                Decimal(1),
+                change.proration_credit,
+                change.proration_credit,
+            )
+        )
+        lines.append(
+            InvoiceLine(
+                "proration_charge",
+                f"Remaining time on {change.to_plan.name} ({days})",
+                Decimal(1),
+                change.proration_charge,
+                change.proration_charge,
+            )
+        )
+    return lines
+
+
+def _usage_lines(plan: Plan, counts: PeriodCounts) -> list[InvoiceLine]:
+    if plan.billing_model == Plan.BillingModel.USAGE:
+        return _usage_based_lines(plan, counts)
+    if plan.billing_model == Plan.BillingModel.SUCCESS_FEE:
+        return _success_fee_lines(plan, counts)
+    if plan.billing_model == Plan.BillingModel.HYBRID:
+        return _hybrid_lines(plan, counts)
+    return []
+
+
+def _usage_based_lines(plan: Plan, counts: PeriodCounts) -> list[InvoiceLine]:
+    if plan.usage_pricing == Plan.UsagePricing.COST_PLUS:
+        description = (
+            f"Token cost of {counts.succeeded} succeeded executions "
+            f"times {plan.cost_markup}"
+        )
+        return [_line("usage", description, counts.succeeded_cost, plan.cost_markup)]
+    if counts.succeeded == 0:
+        return []
+    return [
+        _line(
+            "usage",
+            "Succeeded executions",
+            counts.succeeded,
+            plan.price_per_execution,
+        )
+    ]
+
+
+def _success_fee_lines(plan: Plan, counts: PeriodCounts) -> list[InvoiceLine]:
+    lines = []
+    if plan.success_fee_kind == Plan.SuccessFeeKind.COMMISSION:
+        if counts.outcomes:
+            rate = plan.commission_percent / 100
+            description = (
+                f"{plan.commission_percent}% commission on the outcome value "
+                f"of {counts.outcomes} succeeded executions"
+            )
+            lines.append(_line("success_fee", description, counts.outcome_value, rate))
+    elif counts.outcomes:
+        lines.append(
+            _line(
+                "success_fee",
+                "Fee per successful outcome",
+                counts.outcomes,
+                plan.fee_per_success,
+            )
+        )
+    fees = sum((line.amount for line in lines), ZERO)
+    minimum = plan.minimum_monthly_fee
+    if minimum is not None and fees < minimum:
+        description = f"Top-up to the minimum monthly fee of {minimum}"
+        lines.append(_line("minimum_fee", description, 1, minimum - fees))
+    return lines
+
+
+def _hybrid_lines(plan: Plan, counts: PeriodCounts) -> list[InvoiceLine]:
+    included = plan.included_executions
+    lines = [
+        _line(
+            "executions",
+            f"Succeeded executions ({included} included)",
+            counts.succeeded,
+            ZERO,
+        )
+    ]
+    overage = max(0, counts.succeeded - included)
+    if overage == 0:
+        return lines
+    if not plan.overage_tiers:
+        lines.append(
+            _line(
+                "overage",
+                "Executions above the included ones",
+                overage,
+                plan.overage_price,
+            )
+        )
+        return lines
+    lower = 0
+    for tier, units in plans.split_into_tiers(
+        overage, plans.parse_tiers(plan.overage_tiers)
+    ):
+        upper = "and above" if tier.up_to is None else f"to {tier.up_to}"
+        description = f"Executions above the included ones, {lower + 1} {upper}"
+        lines.append(_line("overage", description, units, tier.unit_price))
+        lower += units
+    return lines
