@@ -1,8 +1,19 @@
+from datetime import UTC
+from decimal import Decimal
+
 from django.contrib import admin
+from django.db.models import DecimalField, OuterRef, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from django.utils.html import format_html
 
 from agents.selectors import decimal_text
+from billing.invoicing import invoice_preview
+from billing.margins import customer_period, margin_percent
 from billing.models import (
+    COST_DIGITS,
     Alert,
+    CustomerMargin,
     DailyUsage,
     MonthlyUsage,
     PeriodStatement,
@@ -279,3 +290,125 @@ class PeriodStatementAdmin(admin.ModelAdmin):
     @admin.display(description="Margin (USD)", ordering="margin")
     def margin_text(self, statement):
         return decimal_text(statement.margin)
+
+
+# Customer margins ---------------------------------------------------------
+
+
+def current_month_cost() -> Coalesce:
+    """Return an expression for the customer's rolled-up cost this UTC month."""
+    month = timezone.now().astimezone(UTC).date().replace(day=1)
+    costs = (
+        MonthlyUsage.objects.filter(customer=OuterRef("pk"), month=month)
+        .order_by()
+        .values("customer")
+        .annotate(total=Sum("cost_usd"))
+        .values("total")
+    )
+    output = DecimalField(**COST_DIGITS)
+    return Coalesce(Subquery(costs, output_field=output), Value(0), output_field=output)
+
+
+def period_revenue(customer) -> Decimal:
+    """Return the invoice preview total of the customer's billing period today."""
+    today = timezone.now().astimezone(UTC).date()
+    start, end = customer_period(customer, today)
+    return invoice_preview(customer=customer, period_start=start, period_end=end).total
+
+
+class UnprofitableFilter(admin.SimpleListFilter):
+    title = "profitability"
+    parameter_name = "unprofitable"
+
+    def lookups(self, request, model_admin):
+        return (("yes", "Unprofitable (margin below 0)"), ("no", "Margin 0 or more"))
+
+    def queryset(self, request, queryset):
+        if self.value() not in ("yes", "no"):
+            return queryset
+        # Revenue comes from the invoice preview in Python, so the margin
+        # cannot be filtered in SQL.
+        unprofitable = [
+            customer.pk
+            for customer in queryset
+            if period_revenue(customer) - customer.month_cost < 0
+        ]
+        if self.value() == "yes":
+            return queryset.filter(pk__in=unprofitable)
+        return queryset.exclude(pk__in=unprofitable)
+
+
+class PlanFilter(admin.SimpleListFilter):
+    title = "plan"
+    parameter_name = "plan"
+
+    def lookups(self, request, model_admin):
+        return [(plan.pk, plan.name) for plan in Plan.objects.order_by("name")]
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset
+        return queryset.filter(
+            subscriptions__plan=self.value(),
+            subscriptions__status__in=[
+                Subscription.Status.ACTIVE,
+                Subscription.Status.PAST_DUE,
+            ],
+        )
+
+
+@admin.register(CustomerMargin)
+class CustomerMarginAdmin(admin.ModelAdmin):
+    """Read-only revenue, cost and margin of each customer now.
+
+    Cost is the rolled-up cost of the current UTC calendar month, annotated
+    so that it sorts. Revenue is the invoice preview total of the billing
+    period containing today, computed per row.
+    """
+
+    # NOTE: the two figures cover the same days only for subscriptions that
+    # start on the first of a month. The pricing_report command matches
+    # each customer's cost to its own billing period.
+    list_display = ("name", "slug", "revenue", "cost", "margin", "margin_percent")
+    list_filter = (UnprofitableFilter, PlanFilter)
+    search_fields = ("name", "slug")
+    ordering = ("name",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(month_cost=current_month_cost())
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Period revenue")
+    def revenue(self, customer):
+        return period_revenue(customer)
+
+    @admin.display(description="Cost this month (USD)", ordering="month_cost")
+    def cost(self, customer):
+        return decimal_text(customer.month_cost)
+
+    @admin.display(description="Margin")
+    def margin(self, customer):
+        margin = period_revenue(customer) - customer.month_cost
+        text = decimal_text(margin)
+        if margin < 0:
+            return format_html('<span style="color: #ba2121;">{}</span>', text)
+        return text
+
+    @admin.display(description="Margin %")
+    def margin_percent(self, customer):
+        revenue = period_revenue(customer)
+        percent = margin_percent(revenue - customer.month_cost, revenue)
+        if percent is None:
+            return "-"
+        text = f"{percent}%"
+        if percent < 0:
+            return format_html('<span style="color: #ba2121;">{}</span>', text)
+        return text

@@ -4,6 +4,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from customers.models import Customer
+
 
 class Alert(models.Model):
     """Something staff must look at: a stalled run, a cost above a limit.
@@ -492,3 +494,11 @@ class PeriodStatement(models.Model):
 
     def __str__(self):
         return f"{self.customer} {self.period_start} to {self.period_end}"
+
+
+class CustomerMargin(Customer):
+    """A customer seen through this month's revenue, cost and margin, in the admin."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "customer margin"
