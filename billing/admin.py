@@ -4,9 +4,13 @@ from decimal import Decimal
 from django.contrib import admin
 from django.db.models import DecimalField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from agents.admin import ExecutionAdmin
+from agents.models import Execution
 from agents.selectors import decimal_text
 from billing.invoicing import invoice_preview
 from billing.margins import customer_period, margin_percent
@@ -412,3 +416,23 @@ class CustomerMarginAdmin(admin.ModelAdmin):
         if percent < 0:
             return format_html('<span style="color: #ba2121;">{}</span>', text)
         return text
+
+
+# Executions ---------------------------------------------------------------
+
+
+# agents cannot import billing, so billing replaces the agents app's
+# Execution admin with a subclass that adds billing's actions.
+admin.site.unregister(Execution)
+
+
+@admin.register(Execution)
+class BillingExecutionAdmin(ExecutionAdmin):
+    actions = ("record_outcome",)
+
+    @admin.action(description="Record outcome value", permissions=["change"])
+    def record_outcome(self, request, queryset):
+        ids = ",".join(
+            str(pk) for pk in queryset.order_by("pk").values_list("pk", flat=True)
+        )
+        return HttpResponseRedirect(f"{reverse('billing-record-outcome')}?ids={ids}")

@@ -414,3 +414,41 @@ def max_turns_cap_savings(
         cost=totals["cost"] or Decimal(0),
         unpriced_messages=totals["unpriced_messages"],
     )
+
+
+# Days in the month that suggested subscription prices are scaled to.
+MONTH_DAYS = 30
+
+
+def suggested_price_row(stats, margin: Decimal, days: int) -> dict:
+    """Return one workflow and model's figures and suggested prices, as strings."""
+    per_execution = subscription = None
+    if stats.cost_mean is not None:
+        per_execution = per_execution_price(
+            cost_per_execution=stats.cost_mean, target_margin=margin
+        ).display
+        monthly_cost = stats.total_cost * MONTH_DAYS / days / stats.customers
+        subscription = subscription_price(
+            monthly_cost=monthly_cost, target_margin=margin
+        ).display
+    return {
+        "workflow": stats.workflow_slug,
+        "model": stats.model,
+        "executions": stats.executions,
+        "unpriced": stats.unpriced_executions,
+        "customers": stats.customers,
+        "turns_mean": rounded_text(stats.turns_mean, "0.1"),
+        "cost_mean": rounded_text(stats.cost_mean),
+        "cost_median": rounded_text(stats.cost_median),
+        "cost_p95": rounded_text(stats.cost_p95),
+        "total_cost": rounded_text(stats.total_cost),
+        "price_per_execution": rounded_text(per_execution, "0.01"),
+        "subscription_per_month": rounded_text(subscription, "0.01"),
+    }
+
+
+def rounded_text(value: Decimal | None, places: str = "0.000001") -> str | None:
+    """Return `value` rounded half-up to `places` as text, or None."""
+    if value is None:
+        return None
+    return str(value.quantize(Decimal(places), rounding=ROUND_HALF_UP))

@@ -96,13 +96,17 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 # Agent runs ------------------------------------------------------------
 # A run with no result after this many seconds is interrupted through the
 # SDK client and ends `interrupted` (the soft limit).
-AGENTMARGIN_RUN_TIMEOUT_SECONDS = env.int("AGENTMARGIN_RUN_TIMEOUT_SECONDS", default=1800)
+AGENTMARGIN_RUN_TIMEOUT_SECONDS = env.int(
+    "AGENTMARGIN_RUN_TIMEOUT_SECONDS", default=1800
+)
 # Celery's own limits back the run timeout up: the soft one lets the task
 # close the execution, the hard one kills the worker process.
 AGENTMARGIN_TASK_SOFT_TIME_LIMIT = AGENTMARGIN_RUN_TIMEOUT_SECONDS + 60
 AGENTMARGIN_TASK_HARD_TIME_LIMIT = AGENTMARGIN_TASK_SOFT_TIME_LIMIT + 120
 # Executions a customer may have running at once; more wait in `queued`.
-AGENTMARGIN_CUSTOMER_CONCURRENCY = env.int("AGENTMARGIN_CUSTOMER_CONCURRENCY", default=4)
+AGENTMARGIN_CUSTOMER_CONCURRENCY = env.int(
+    "AGENTMARGIN_CUSTOMER_CONCURRENCY", default=4
+)
 # A running execution whose worker has not written a heartbeat for
 # AGENTMARGIN_STALE_AFTER_SECONDS is taken as dead and swept.
 AGENTMARGIN_HEARTBEAT_SECONDS = env.int("AGENTMARGIN_HEARTBEAT_SECONDS", default=15)
@@ -110,10 +114,14 @@ AGENTMARGIN_STALE_AFTER_SECONDS = env.int("AGENTMARGIN_STALE_AFTER_SECONDS", def
 
 # Live progress: each recorded message is published to Redis pub/sub.
 AGENTMARGIN_LIVE_UPDATES = env.bool("AGENTMARGIN_LIVE_UPDATES", default=True)
-AGENTMARGIN_LIVE_CHANNEL_PREFIX = env.str("AGENTMARGIN_LIVE_CHANNEL_PREFIX", default="agentmargin")
+AGENTMARGIN_LIVE_CHANNEL_PREFIX = env.str(
+    "AGENTMARGIN_LIVE_CHANNEL_PREFIX", default="agentmargin"
+)
 # An event stream is closed after this long; each open one holds a web
 # worker thread.
-AGENTMARGIN_LIVE_STREAM_MAX_SECONDS = env.int("AGENTMARGIN_LIVE_STREAM_MAX_SECONDS", default=3600)
+AGENTMARGIN_LIVE_STREAM_MAX_SECONDS = env.int(
+    "AGENTMARGIN_LIVE_STREAM_MAX_SECONDS", default=3600
+)
 
 # Celery ------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)

@@ -26,4 +26,6 @@ STRIPE_API_KEY = ""
 # A queue of this test run's own, so a developer's worker never takes test
 # tasks, and two test runs never share one. Worker tests hand the name to
 # their Celery workers through the same variable.
-CELERY_TASK_DEFAULT_QUEUE = env.str("AGENTMARGIN_TASK_QUEUE", default=f"agentmargin-test-{os.getpid()}")
+CELERY_TASK_DEFAULT_QUEUE = env.str(
+    "AGENTMARGIN_TASK_QUEUE", default=f"agentmargin-test-{os.getpid()}"
+)

@@ -1,19 +1,18 @@
 import json
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from billing.analysis import (
+    MONTH_DAYS,
     check_target_margin,
-    per_execution_price,
-    subscription_price,
+    suggested_price_row,
     workflow_cost_stats,
 )
 
 DEFAULT_DAYS = 30
-MONTH_DAYS = 30
 
 
 class Command(BaseCommand):
@@ -63,7 +62,7 @@ class Command(BaseCommand):
             end=datetime.combine(end, time.min, tzinfo=UTC),
             workflow=options["workflow"],
         )
-        rows = [row_figures(row, margin, (end - start).days) for row in stats]
+        rows = [suggested_price_row(row, margin, (end - start).days) for row in stats]
         if options["json"]:
             document = {
                 "start": start.isoformat(),
@@ -96,40 +95,6 @@ class Command(BaseCommand):
                     cell.ljust(width) for cell, width in zip(line, widths, strict=True)
                 ).rstrip()
             )
-
-
-def row_figures(stats, margin: Decimal, days: int) -> dict:
-    """Return one workflow and model's figures and suggested prices, as strings."""
-    per_execution = subscription = None
-    if stats.cost_mean is not None:
-        per_execution = per_execution_price(
-            cost_per_execution=stats.cost_mean, target_margin=margin
-        ).display
-        monthly_cost = stats.total_cost * MONTH_DAYS / days / stats.customers
-        subscription = subscription_price(
-            monthly_cost=monthly_cost, target_margin=margin
-        ).display
-    return {
-        "workflow": stats.workflow_slug,
-        "model": stats.model,
-        "executions": stats.executions,
-        "unpriced": stats.unpriced_executions,
-        "customers": stats.customers,
-        "turns_mean": decimal_text(stats.turns_mean, "0.1"),
-        "cost_mean": decimal_text(stats.cost_mean),
-        "cost_median": decimal_text(stats.cost_median),
-        "cost_p95": decimal_text(stats.cost_p95),
-        "total_cost": decimal_text(stats.total_cost),
-        "price_per_execution": decimal_text(per_execution, "0.01"),
-        "subscription_per_month": decimal_text(subscription, "0.01"),
-    }
-
-
-def decimal_text(value: Decimal | None, places: str = "0.000001") -> str | None:
-    """Return `value` rounded half-up to `places` as text, or None."""
-    if value is None:
-        return None
-    return str(value.quantize(Decimal(places), rounding=ROUND_HALF_UP))
 
 
 def display(value) -> str:
