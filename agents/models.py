@@ -216,6 +216,9 @@ class ApiMessage(models.Model):
     )
     service_tier = models.CharField(max_length=20, blank=True)
     inference_geo = models.CharField(max_length=20, blank=True)
+    speed = models.CharField(
+        max_length=20, blank=True, help_text='"fast" for a request made in fast mode.'
+    )
 
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)

@@ -698,6 +698,7 @@ class StreamRecorder:
             "model": state.model,
             "parent_tool_use_id": state.parent_tool_use_id,
             "service_tier": state.usage.service_tier,
+            "speed": state.usage.speed,
             "inference_geo": state.usage.inference_geo,
             "cost_usd": state.cost_usd,
             "price_source": state.price_source,
@@ -764,6 +765,7 @@ class StreamRecorder:
                 usage=TokenUsage(
                     **{name: getattr(row, name) for name in TOKEN_COUNT_FIELDS},
                     service_tier=row.service_tier,
+                    speed=row.speed,
                     inference_geo=row.inference_geo,
                 ),
                 arrived_at=row.arrived_at,

@@ -54,8 +54,12 @@ def find_model(model: str) -> ModelInfo | None:
         return info
 
 
-def rate_card(info: ModelInfo, at: datetime) -> RateCard:
-    """Return the rates of `info` that are valid at `at`."""
+def rate_card(info: ModelInfo, at: datetime, *, speed: str = "") -> RateCard:
+    """Return the rates of `info` that are valid at `at`, at fast-mode rates for `speed` "fast"."""
+    if speed == "fast":
+        # genai-prices builds a new ModelPrice for a price variant on each
+        # call, so these cards are not cached by object.
+        return _to_rate_card(info.get_prices(at, {"speed": "fast"}))
     model_price = info.get_prices(at)
     cached = _cards.get(id(model_price))
     if cached is not None and cached[0] is model_price:
@@ -63,6 +67,13 @@ def rate_card(info: ModelInfo, at: datetime) -> RateCard:
     card = _to_rate_card(model_price)
     _cards[id(model_price)] = (model_price, card)
     return card
+
+
+def has_fast_rates(info: ModelInfo) -> bool:
+    """Return whether genai-prices has fast-mode rates for `info`."""
+    return any(
+        variant.when.get("speed") == "fast" for variant in info.price_variants or ()
+    )
 
 
 def _lookup(model: str) -> ModelInfo | None:

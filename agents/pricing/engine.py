@@ -103,6 +103,8 @@ def price_usage(model: str, usage: TokenUsage, at: datetime) -> PriceQuote:
                 candidate,
                 SOURCE_OVERRIDE,
                 override.version,
+                # An override has no fast-mode rates.
+                rates_estimated=usage.speed == "fast",
             )
 
     for candidate in candidates:
@@ -115,12 +117,13 @@ def price_usage(model: str, usage: TokenUsage, at: datetime) -> PriceQuote:
                 found[0],
                 SOURCE_PUBLISHED,
                 published.PUBLISHED_VERSION,
+                rates_estimated=usage.speed == "fast",
             )
 
     for candidate in candidates:
         info = bundled.find_model(candidate)
         if info is not None:
-            card = bundled.rate_card(info, at)
+            card = bundled.rate_card(info, at, speed=usage.speed)
             return _quote(
                 model,
                 usage,
@@ -128,6 +131,8 @@ def price_usage(model: str, usage: TokenUsage, at: datetime) -> PriceQuote:
                 info.id,
                 SOURCE_GENAI_PRICES,
                 bundled.GENAI_PRICES_VERSION,
+                rates_estimated=usage.speed == "fast"
+                and not bundled.has_fast_rates(info),
             )
 
     _warn_unpriced(model, "found in neither ModelPrice rows nor genai-prices")
@@ -141,14 +146,13 @@ def _quote(
     resolved_model: str,
     source: str,
     version: str,
+    *,
+    rates_estimated: bool = False,
 ) -> PriceQuote:
     missing = rates.unpriced_kinds(card, usage)
     if missing:
         _warn_unpriced(model, f"{source} {resolved_model} has no rate for {missing}")
         return _unpriced(model, usage)
-    # NOTE: genai-prices lists higher rates for requests made in fast mode
-    # (speed "fast"). TokenUsage does not record the speed, so those requests
-    # are priced at standard rates.
     priced = rates.price(card, usage)
     return PriceQuote(
         model=model,
@@ -159,7 +163,7 @@ def _quote(
         rates=priced.rates,
         source=source,
         version=version,
-        estimated=usage.split_estimated,
+        estimated=usage.split_estimated or rates_estimated,
         band=priced.band,
     )
 

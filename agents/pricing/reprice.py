@@ -167,6 +167,7 @@ def _usage_of(message: ApiMessage) -> TokenUsage:
         cache_read_tokens=message.cache_read_tokens,
         web_search_requests=message.web_search_requests,
         service_tier=message.service_tier,
+        speed=message.speed,
         inference_geo=message.inference_geo,
     )
 

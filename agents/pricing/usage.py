@@ -35,6 +35,8 @@ class TokenUsage:
     web_search_requests: int = 0
     service_tier: str = ""
     inference_geo: str = ""
+    # "fast" for a request made in fast mode, which has rates of its own.
+    speed: str = ""
     split_estimated: bool = False
 
     def __post_init__(self):
@@ -87,6 +89,7 @@ class TokenUsage:
             ),
             service_tier=_text(usage, "service_tier").strip().lower(),
             inference_geo=_text(usage, "inference_geo").strip().lower(),
+            speed=_text(usage, "speed").strip().lower(),
             split_estimated=split_estimated,
         )
 

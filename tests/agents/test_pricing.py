@@ -585,14 +585,22 @@ def test_quote_reports_all_kinds():
 
 PUBLISHED_CASES = [
     # Sonnet 4 above 200k: every token at the band rates (6 input, 22.50 output).
-    ("claude-sonnet-4-20250514", {"input_tokens": 210_000, "output_tokens": 1000}, "1.2825"),
+    (
+        "claude-sonnet-4-20250514",
+        {"input_tokens": 210_000, "output_tokens": 1000},
+        "1.2825",
+    ),
     # At 200k exactly the standard rates (3 input, 15 output) apply.
     ("claude-sonnet-4", {"input_tokens": 200_000, "output_tokens": 1000}, "0.615"),
     ("anthropic.claude-sonnet-4-20250514-v1:0", {"input_tokens": 1000}, "0.003"),
     # Mythos 5.1: 10 input, 0.25 cache read, 50 output.
     (
         "claude-mythos-5-1",
-        {"input_tokens": 1000, "cache_read_input_tokens": 100_000, "output_tokens": 1000},
+        {
+            "input_tokens": 1000,
+            "cache_read_input_tokens": 100_000,
+            "output_tokens": 1000,
+        },
         "0.085",
     ),
     # Mythos 5: cache reads at 1.
@@ -602,7 +610,35 @@ PUBLISHED_CASES = [
 
 @pytest.mark.parametrize(("model", "usage", "expected"), PUBLISHED_CASES)
 def test_published_rates_fill_bundled_gaps(model, usage, expected):
-    quote = price_usage(model, TokenUsage.from_api(usage), datetime(2026, 12, 1, tzinfo=UTC))
+    quote = price_usage(
+        model, TokenUsage.from_api(usage), datetime(2026, 12, 1, tzinfo=UTC)
+    )
     assert quote.status == "priced"
     assert quote.source == "published"
     assert quote.cost_usd == Decimal(expected)
+
+
+def test_fast_mode_uses_fast_rates():
+    usage = TokenUsage.from_api(
+        {"input_tokens": 1000, "output_tokens": 1000, "speed": "fast"}
+    )
+    quote = price_usage("claude-opus-5", usage, datetime(2026, 12, 1, tzinfo=UTC))
+    # genai-prices 0.2.3 fast mode for Opus 5: $10 input, $50 output per MTok.
+    assert quote.cost_usd == Decimal("0.06")
+    assert not quote.estimated
+
+
+def test_fast_mode_with_override_is_estimated():
+    ModelPrice.objects.create(
+        model="claude-opus-5",
+        valid_from=datetime(2020, 1, 1, tzinfo=UTC),
+        input_per_mtok=Decimal("5"),
+        output_per_mtok=Decimal("25"),
+        cache_write_5m_per_mtok=Decimal("6.25"),
+        cache_write_1h_per_mtok=Decimal("10"),
+        cache_read_per_mtok=Decimal("0.5"),
+    )
+    usage = TokenUsage.from_api({"input_tokens": 1000, "speed": "fast"})
+    quote = price_usage("claude-opus-5", usage, datetime(2026, 12, 1, tzinfo=UTC))
+    assert quote.source == "override"
+    assert quote.estimated
