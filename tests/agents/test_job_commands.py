@@ -31,6 +31,7 @@ def queue():
         broker.default_channel.queue_purge(name)
         yield broker.default_channel, name
         broker.default_channel.queue_purge(name)
+        broker.default_channel.client.delete(f"_kombu.binding.{name}")
 
 
 def test_migrate_installs_every_schedule():

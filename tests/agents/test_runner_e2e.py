@@ -268,4 +268,3 @@ def test_import_stream_matches_live_cost(simulator, tmp_path, partial):
     assert second["execution_id"] == summary["execution_id"]
     assert second["cost_usd"] == summary["cost_usd"]
     assert Execution.objects.filter(source=Execution.Source.IMPORTED).count() == 1
-

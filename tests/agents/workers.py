@@ -92,7 +92,11 @@ class CeleryWorker:
                 self.process.wait(timeout=10)
         self._log.close()
         with celery_app.connection_for_write() as broker:
-            broker.default_channel.queue_purge(self.queue)
+            channel = broker.default_channel
+            channel.queue_purge(self.queue)
+            # kombu's Redis transport keeps each queue's binding in a key of
+            # its own; this run's queue name is never used again.
+            channel.client.delete(f"_kombu.binding.{self.queue}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
