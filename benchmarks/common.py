@@ -1,7 +1,8 @@
-"""What the benchmarks share: their error type and their own database."""
+"""Helpers shared by the benchmarks: their error type, database and CPU reading."""
 
 from __future__ import annotations
 
+import os
 import re
 import urllib.parse
 
@@ -63,3 +64,16 @@ class BenchmarkDatabase:
         return sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(self.name)
         )
+
+
+def machine_busy_seconds() -> float | None:
+    """Return the CPU time all processes on this machine have used, or None."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            ticks = [int(value) for value in stat.readline().split()[1:]]
+    except OSError:
+        return None
+    # Fields: user nice system idle iowait irq softirq steal guest guest_nice.
+    # guest time is already counted in user time.
+    busy = sum(ticks[:8]) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")

@@ -43,7 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.common import BenchmarkDatabase, BenchmarkError  # noqa: E402
+from benchmarks.common import BenchmarkDatabase, BenchmarkError, machine_busy_seconds  # noqa: E402
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
 # The recorder logs one INFO line per finished execution, which would
@@ -327,19 +327,6 @@ def process_cpu_seconds(pid: int) -> float | None:
         return None
     # utime and stime, fields 14 and 15 of proc(5), in clock ticks.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float | None:
-    """Return the CPU time all processes on this machine have used, or None."""
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            ticks = [int(value) for value in stat.readline().split()[1:]]
-    except OSError:
-        return None
-    # Fields: user nice system idle iowait irq softirq steal guest guest_nice.
-    # guest time is already counted in user time.
-    busy = sum(ticks[:8]) - ticks[3] - ticks[4]
-    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def add_progress(progress, count: int) -> None:

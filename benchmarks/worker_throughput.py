@@ -44,7 +44,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.common import BenchmarkDatabase, BenchmarkError  # noqa: E402
+from benchmarks.common import BenchmarkDatabase, BenchmarkError, machine_busy_seconds  # noqa: E402
 
 # Same default as config.settings.test.
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/agentmargin"
@@ -281,19 +281,6 @@ def sample_cpu(worker: CeleryWorker) -> CpuSample:
         benchmark=own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime,
         worker=worker.cpu_seconds(),
     )
-
-
-def machine_busy_seconds() -> float | None:
-    """Return the CPU time all processes on this machine have used, or None."""
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            ticks = [int(value) for value in stat.readline().split()[1:]]
-    except OSError:
-        return None
-    # Fields: user nice system idle iowait irq softirq steal guest guest_nice.
-    # guest time is already counted in user time.
-    busy = sum(ticks[:8]) - ticks[3] - ticks[4]
-    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def process_cpu_seconds(pid: int) -> float:
