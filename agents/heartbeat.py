@@ -1,4 +1,4 @@
-"""A background thread that tells the sweeper a running execution is alive."""
+"""A background thread that marks a running execution alive for the sweeper."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Turn the Agent SDK's message stream into priced, committed usage rows.
 
-One `StreamRecorder` belongs to one execution and sees its messages in
-order. Each API response (one message id) becomes one `ApiMessage` row,
+One `StreamRecorder` belongs to one execution and receives its messages
+in order. Each API response (one message id) becomes one `ApiMessage` row,
 written as soon as the response starts and updated when its final output
 count arrives, each write committed before the recorder goes on. A crash
 therefore loses at most the response in flight. The execution's running
@@ -66,7 +66,7 @@ USAGE_EVENT_TYPES = frozenset({"message_start", "message_delta", "message_stop"}
 
 @dataclasses.dataclass
 class MessageState:
-    """What the recorder knows of one API response, mirrored in its row."""
+    """The recorder's state of one API response, mirrored in its row."""
 
     message_id: str
     sequence: int
@@ -207,7 +207,7 @@ class StreamRecorder:
     ) -> Execution:
         """Close the execution: settle unfinished responses, set its final status.
 
-        `interrupted` says the run was stopped from outside (a timeout, a
+        `interrupted` means the run was stopped from outside (a timeout, a
         budget stop, a shutdown). Without a result message the status is
         `interrupted` for such a stop and for a stream that simply ended,
         and `failed` when `error` is given.
@@ -285,7 +285,7 @@ class StreamRecorder:
 
         The CLI closes a response it gave up on (an interrupt, an error in
         the middle of the stream) with a message_stop of its own that lists
-        `abandoned_blocks`; that response, and any without a final output
+        `abandoned_blocks`. That response, and any without a final output
         count, is kept at its last counts and marked estimated.
         """
         previous = state.contribution()
@@ -303,8 +303,8 @@ class StreamRecorder:
             or not message.usage
         ):
             # The CLI reports an API error as a message of its own, with the
-            # model "<synthetic>": nothing was billed for it, but its text
-            # says what failed.
+            # model "<synthetic>". Nothing was billed for it, but its text
+            # describes the failure.
             if message.model == SYNTHETIC_MODEL or message.error:
                 self.api_error = _message_text(message) or str(message.error or "")
             return
@@ -415,7 +415,7 @@ class StreamRecorder:
             )
             return
         state.output_final = True
-        # The message_stop that follows at once tells listeners.
+        # Listeners are notified by the message_stop that follows at once.
         self._price_and_store(state, previous=previous, notify=False)
 
     def _current(self, agent_key: str) -> MessageState | None:
@@ -602,8 +602,8 @@ class StreamRecorder:
 
         Every write commits before it returns. The totals go with a message
         write at most every TOTALS_INTERVAL_SECONDS, and always at the end
-        of the run: they are sums of the committed rows, which the sweeper
-        recomputes after a crash, and writing the execution's wide row with
+        of the run. They are sums of the committed rows, which the sweeper
+        recomputes after a crash. Writing the execution's wide row with
         every message would cost more than the message itself. On
         PostgreSQL a write is one statement, which outside a transaction
         commits on its own (one round trip, no BEGIN or COMMIT) and inside

@@ -1,7 +1,7 @@
 """Run one execution through the Claude Agent SDK and record it as it streams.
 
 This is the only module that talks to the SDK. The SDK is asynchronous and
-runs in a thread of its own (AgentStream); every message that can change
+runs in a thread of its own (AgentStream). Every message that can change
 usage is handed back to the calling thread, which records it, so all
 database work stays on that thread and its connection.
 """
@@ -182,8 +182,8 @@ def run_execution(
 ) -> Execution:
     """Run `execution` to its end, recording every API message as it arrives.
 
-    Returns the execution in its final status. Errors of the SDK or the CLI
-    end the execution `failed` with the error text; a timeout, or one of
+    Returns the execution in its final status. An error of the SDK or the
+    CLI ends the execution `failed` with the error text. A timeout, or one of
     `stop_exceptions` (a worker's soft time limit), ends it `interrupted`.
     Everything recorded before either is kept. A heartbeat thread marks the
     execution alive for the sweeper while it runs.
@@ -246,10 +246,10 @@ class AgentStream:
     """The SDK client, run in a thread of its own, handing messages to the caller.
 
     The calling thread records each message, so all database work stays on
-    its thread and connection, and it waits for messages with a short
-    timeout, so a signal it receives (Ctrl-C, SIGTERM turned into
-    SystemExit, a worker's soft time limit) is handled at once rather than
-    when the next message arrives. `stop_and_drain()` then cancels the
+    its thread and connection. It waits for messages with a short timeout,
+    so a signal it receives (Ctrl-C, SIGTERM turned into SystemExit, a
+    worker's soft time limit) is handled at once rather than when the next
+    message arrives. `stop_and_drain()` then cancels the
     stream, which makes the SDK client close and end the CLI process, and
     records what the CLI had sent until then.
     """

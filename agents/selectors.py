@@ -17,7 +17,7 @@ def workflow_get(slug: str) -> Workflow:
 
 
 def execution_models(execution: Execution) -> list[str]:
-    """Return the models that answered in `execution`, in order of first use."""
+    """Return the models that produced responses in `execution`, in order of first use."""
     models = ApiMessage.objects.filter(execution=execution).order_by("sequence")
     return list(dict.fromkeys(models.values_list("model", flat=True)))
 

@@ -69,7 +69,7 @@ class TranscriptError(Exception):
 
 @dataclasses.dataclass
 class TranscriptImport:
-    """What an import did."""
+    """The outcome of one import: the execution and line counts."""
 
     execution: Execution
     created: bool

@@ -117,8 +117,8 @@ AGENTMARGIN_LIVE_UPDATES = env.bool("AGENTMARGIN_LIVE_UPDATES", default=True)
 AGENTMARGIN_LIVE_CHANNEL_PREFIX = env.str(
     "AGENTMARGIN_LIVE_CHANNEL_PREFIX", default="agentmargin"
 )
-# An event stream is closed after this long; each open one holds a web
-# worker thread.
+# An event stream is closed after this long, because each open one keeps
+# a web worker thread busy.
 AGENTMARGIN_LIVE_STREAM_MAX_SECONDS = env.int(
     "AGENTMARGIN_LIVE_STREAM_MAX_SECONDS", default=3600
 )
@@ -134,7 +134,7 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Redis hands an unacknowledged message to another worker after the
-# visibility timeout; it must outlast the longest task, or a run still in
+# visibility timeout. It must outlast the longest task, or a run still in
 # progress would be delivered twice.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": AGENTMARGIN_TASK_HARD_TIME_LIMIT + 600,
@@ -159,7 +159,7 @@ AGENTMARGIN_AGENT_CWD = env.path(
     "AGENTMARGIN_AGENT_CWD", default=BASE_DIR / "var" / "agent-workspace"
 )
 # The CLI's own state (session transcripts, settings) goes here rather than
-# into the home directory of whoever runs the worker. Empty means ~/.claude.
+# into the home directory of the user running the worker. Empty means ~/.claude.
 AGENTMARGIN_CLAUDE_CONFIG_DIR = env.str(
     "AGENTMARGIN_CLAUDE_CONFIG_DIR", default=str(BASE_DIR / "var" / "claude-config")
 )

@@ -1,4 +1,4 @@
-"""Test settings: PostgreSQL and Redis on localhost unless the environment says otherwise."""
+"""Test settings: PostgreSQL and Redis on localhost unless the environment sets other URLs."""
 
 import os
 
