@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test worker beat lint format lock benchmark benchmark-workers clean
+.PHONY: install browser demo test worker beat lint format lock benchmark benchmark-workers benchmark-import clean
 
 install: $(INSTALLED)
 
@@ -19,8 +19,19 @@ $(INSTALLED): requirements/dev.lock
 demo: install
 	bin/demo
 
-test: install
+test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The browser tests drive Debian's Chromium through Playwright, which never
+# downloads a browser of its own. apt-get runs only when it is missing, and
+# needs root.
+CHROMIUM := /usr/bin/chromium
+
+browser:
+	@test -x $(CHROMIUM) || { \
+		echo "Installing Chromium for the browser tests (apt-get install chromium)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	}
 
 # Celery worker and beat against the configured broker (REDIS_URL or
 # CELERY_BROKER_URL) and database (DATABASE_URL).
@@ -48,6 +59,9 @@ benchmark: install
 
 benchmark-workers: install
 	$(PY) benchmarks/worker_throughput.py --executions 40
+
+benchmark-import: install
+	$(PY) benchmarks/import_logs.py --size-mb 1024
 
 clean:
 	rm -rf $(VENV) var agentmargin.sqlite3

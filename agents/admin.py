@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from agents.models import ApiMessage, Execution, ModelPrice, Workflow
+from agents.pricing.reprice import reprice_unpriced
 from agents.selectors import decimal_text
 
 
@@ -21,6 +22,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
     list_filter = ("model", "valid_from")
     search_fields = ("model",)
     date_hierarchy = "valid_from"
+    actions = ("reprice_unpriced_history",)
     readonly_fields = ("created_at",)
     fieldsets = (
         (
@@ -65,6 +67,31 @@ class ModelPriceAdmin(admin.ModelAdmin):
             },
         ),
     )
+
+    @admin.action(
+        description="Re-price unpriced messages of the selected models",
+        permissions=["change"],
+    )
+    def reprice_unpriced_history(self, request, queryset):
+        models = sorted(set(queryset.values_list("model", flat=True)))
+        for model in models:
+            result = reprice_unpriced(model=model)
+            self.message_user(request, reprice_summary(model, result))
+
+
+def reprice_summary(model: str, result) -> str:
+    """Return one line on what re-pricing `model` did, for staff."""
+    text = (
+        f"{model}: {result.messages_repriced} messages priced, "
+        f"{result.executions_updated} executions updated"
+    )
+    if result.messages_still_unpriced:
+        text += f", {result.messages_still_unpriced} still unpriced"
+    if result.executions_running:
+        text += (
+            f", {result.executions_running} running executions left for the next run"
+        )
+    return text + "."
 
 
 @admin.register(Workflow)
@@ -131,11 +158,13 @@ class ExecutionAdmin(admin.ModelAdmin):
         "api_message_count",
         "cost_display",
         "reported_cost_display",
+        "difference_display",
         "simulated",
         "created_at",
     ]
     list_filter = [
         "status",
+        ("requested_model", admin.AllValuesFieldListFilter),
         "simulated",
         "unpriced",
         "estimated",
@@ -162,6 +191,12 @@ class ExecutionAdmin(admin.ModelAdmin):
     @admin.display(description="SDK-reported (USD)", ordering="reported_cost_usd")
     def reported_cost_display(self, execution):
         return decimal_text(execution.reported_cost_usd) or "-"
+
+    @admin.display(description="ours minus SDK's (USD)", ordering="cost_difference_usd")
+    def difference_display(self, execution):
+        if execution.cost_difference_usd is None:
+            return "-"
+        return decimal_text(execution.cost_difference_usd)
 
     @admin.display(description="our cost (USD)", ordering="cost_usd")
     def cost_display(self, execution):

@@ -173,6 +173,29 @@ class Execution(models.Model):
         blank=True,
         help_text="Business value of the outcome, for success-fee plans.",
     )
+    metadata = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Key-value strings the customer attached through the API.",
+    )
+    idempotency_key = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="Idempotency-Key header of the API request that created it.",
+    )
+    api_key = models.ForeignKey(
+        "customers.ApiKey",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="executions",
+        help_text="API key of the request that created it.",
+    )
+    cancel_requested_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the customer asked to cancel it; the runner then stops it.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -188,6 +211,13 @@ class Execution(models.Model):
                 condition=models.Q(source="imported") & ~models.Q(sdk_session_id=""),
                 name="unique_imported_session",
             ),
+            # A retried API request with the same key returns the first
+            # execution rather than starting a second run.
+            models.UniqueConstraint(
+                fields=["customer", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="unique_idempotency_key_per_customer",
+            ),
         ]
 
     def __str__(self):
@@ -201,8 +231,13 @@ class Execution(models.Model):
 class ApiMessage(models.Model):
     """One Anthropic API response (one message id) inside an execution, priced."""
 
+    # No index of its own: the unique constraint on (execution, message_id)
+    # serves lookups by execution, and every insert maintains one index less.
     execution = models.ForeignKey(
-        Execution, on_delete=models.CASCADE, related_name="api_messages"
+        Execution,
+        on_delete=models.CASCADE,
+        related_name="api_messages",
+        db_index=False,
     )
     message_id = models.CharField(max_length=100)
     sequence = models.PositiveIntegerField(
@@ -252,7 +287,11 @@ class ApiMessage(models.Model):
                 name="unique_api_message_per_execution",
             ),
         ]
-        indexes = [models.Index(fields=["model", "arrived_at"])]
+        indexes = [
+            models.Index(fields=["model", "arrived_at"]),
+            # The log import looks responses up by message id across executions.
+            models.Index(fields=["message_id"], name="api_message_message_id"),
+        ]
 
     def __str__(self):
         return self.message_id

@@ -1,22 +1,21 @@
-from datetime import UTC
+from datetime import timedelta
 from decimal import Decimal
 
 from django.contrib import admin
-from django.db.models import DecimalField, OuterRef, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.core.exceptions import PermissionDenied
+from django.db.models import Exists, OuterRef
 from django.http import HttpResponseRedirect
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from agents.admin import ExecutionAdmin
 from agents.models import Execution
 from agents.selectors import decimal_text
-from billing.invoicing import invoice_preview
-from billing.margins import customer_period, margin_percent
+from billing.admin_views import customer_margin_page, plan_analysis_context
 from billing.models import (
-    COST_DIGITS,
     Alert,
+    AlertRule,
+    BudgetReservation,
     CustomerMargin,
     DailyUsage,
     MonthlyUsage,
@@ -25,6 +24,7 @@ from billing.models import (
     Subscription,
     SubscriptionChange,
 )
+from billing.revenue import customers_with_margin, period_revenue_refresh
 from billing.services import alert_acknowledge, alert_resolve, subscription_create
 
 USAGE_COLUMNS = (
@@ -89,20 +89,31 @@ class MonthlyUsageAdmin(UsageAdmin):
     date_hierarchy = "month"
 
 
+SEVERITY_COLORS = {
+    Alert.Severity.WARNING: "#b36b00",
+    Alert.Severity.CRITICAL: "#ba2121",
+}
+
+
 @admin.register(Alert)
 class AlertAdmin(admin.ModelAdmin):
     list_display = (
         "kind",
-        "severity",
+        "severity_text",
         "customer",
         "execution",
+        "message_start",
         "created_at",
+        "email_status",
+        "webhook_status",
         "acknowledged_at",
         "resolved_at",
     )
     list_filter = (
         "kind",
         "severity",
+        "email_status",
+        "webhook_status",
         ("acknowledged_at", admin.EmptyFieldListFilter),
         ("resolved_at", admin.EmptyFieldListFilter),
         ("customer", admin.RelatedOnlyFieldListFilter),
@@ -119,15 +130,36 @@ class AlertAdmin(admin.ModelAdmin):
         "execution",
         "message",
         "dedupe_key",
+        "rule",
+        "period_start",
         "created_at",
         "acknowledged_at",
         "acknowledged_by",
         "resolved_at",
         "resolved_by",
+        "email_status",
+        "webhook_status",
+        "delivery_attempts",
+        "last_delivery_error",
     )
 
     def has_add_permission(self, request):
         return False
+
+    @admin.display(description="Severity", ordering="severity")
+    def severity_text(self, alert):
+        color = SEVERITY_COLORS.get(alert.severity)
+        if color is None:
+            return alert.get_severity_display()
+        return format_html(
+            '<strong style="color: {};">{}</strong>',
+            color,
+            alert.get_severity_display(),
+        )
+
+    @admin.display(description="Message")
+    def message_start(self, alert):
+        return alert.message if len(alert.message) <= 80 else f"{alert.message[:79]}…"
 
     @admin.action(description="Acknowledge selected alerts", permissions=["change"])
     def acknowledge(self, request, queryset):
@@ -144,9 +176,63 @@ class AlertAdmin(admin.ModelAdmin):
         self.message_user(request, f"Alerts resolved: {len(alerts)}.")
 
 
+@admin.register(AlertRule)
+class AlertRuleAdmin(admin.ModelAdmin):
+    """Alert rules: global defaults, and per-customer rules that replace them by kind."""
+
+    list_display = ("kind", "customer", "threshold", "severity", "is_active")
+    list_filter = (
+        "kind",
+        "severity",
+        "is_active",
+        ("customer", admin.EmptyFieldListFilter),
+    )
+    list_select_related = ("customer",)
+    search_fields = ("customer__slug", "customer__name")
+    autocomplete_fields = ("customer",)
+
+
+@admin.register(BudgetReservation)
+class BudgetReservationAdmin(admin.ModelAdmin):
+    """Read-only: reservations are taken at admission and released when runs end."""
+
+    list_display = (
+        "execution",
+        "customer",
+        "amount_usd",
+        "budget_usd",
+        "period_start",
+        "created_at",
+        "released_at",
+        "actual_cost_usd",
+    )
+    list_filter = (
+        ("released_at", admin.EmptyFieldListFilter),
+        ("customer", admin.RelatedOnlyFieldListFilter),
+    )
+    list_select_related = ("customer", "execution__workflow")
+    search_fields = ("customer__slug",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
-    """Plans, validated by `Plan.clean()` through the admin's model form."""
+    """Plans, validated by `Plan.clean()` through the admin's model form.
+
+    A plan's page shows, under the form, what the plan earns against each
+    workflow's recent cost per execution (`plan_analysis_context`).
+    """
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        plan = self.get_object(request, object_id)
+        if plan is not None:
+            extra_context = {**(extra_context or {}), **plan_analysis_context(plan)}
+        return super().change_view(request, object_id, form_url, extra_context)
 
     list_display = ("name", "slug", "billing_model", "currency", "is_active")
     list_filter = ("billing_model", "is_active")
@@ -154,6 +240,7 @@ class PlanAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ("name",)}
     fieldsets = (
         (None, {"fields": ("name", "slug", "currency", "is_active", "billing_model")}),
+        ("Budget", {"fields": ("default_monthly_budget_usd",)}),
         ("Subscription and hybrid", {"fields": ("monthly_price",)}),
         (
             "Usage-based",
@@ -299,27 +386,6 @@ class PeriodStatementAdmin(admin.ModelAdmin):
 # Customer margins ---------------------------------------------------------
 
 
-def current_month_cost() -> Coalesce:
-    """Return an expression for the customer's rolled-up cost this UTC month."""
-    month = timezone.now().astimezone(UTC).date().replace(day=1)
-    costs = (
-        MonthlyUsage.objects.filter(customer=OuterRef("pk"), month=month)
-        .order_by()
-        .values("customer")
-        .annotate(total=Sum("cost_usd"))
-        .values("total")
-    )
-    output = DecimalField(**COST_DIGITS)
-    return Coalesce(Subquery(costs, output_field=output), Value(0), output_field=output)
-
-
-def period_revenue(customer) -> Decimal:
-    """Return the invoice preview total of the customer's billing period today."""
-    today = timezone.now().astimezone(UTC).date()
-    start, end = customer_period(customer, today)
-    return invoice_preview(customer=customer, period_start=start, period_end=end).total
-
-
 class UnprofitableFilter(admin.SimpleListFilter):
     title = "profitability"
     parameter_name = "unprofitable"
@@ -328,18 +394,11 @@ class UnprofitableFilter(admin.SimpleListFilter):
         return (("yes", "Unprofitable (margin below 0)"), ("no", "Margin 0 or more"))
 
     def queryset(self, request, queryset):
-        if self.value() not in ("yes", "no"):
-            return queryset
-        # Revenue comes from the invoice preview in Python, so the margin
-        # cannot be filtered in SQL.
-        unprofitable = [
-            customer.pk
-            for customer in queryset
-            if period_revenue(customer) - customer.month_cost < 0
-        ]
         if self.value() == "yes":
-            return queryset.filter(pk__in=unprofitable)
-        return queryset.exclude(pk__in=unprofitable)
+            return queryset.filter(period_margin__lt=0)
+        if self.value() == "no":
+            return queryset.filter(period_margin__gte=0)
+        return queryset
 
 
 class PlanFilter(admin.SimpleListFilter):
@@ -361,25 +420,67 @@ class PlanFilter(admin.SimpleListFilter):
         )
 
 
+class AlertingFilter(admin.SimpleListFilter):
+    title = "alerts"
+    parameter_name = "alerting"
+
+    def lookups(self, request, model_admin):
+        return (("yes", "With open alerts"), ("no", "Without open alerts"))
+
+    def queryset(self, request, queryset):
+        open_alerts = Alert.objects.filter(
+            customer=OuterRef("pk"), resolved_at__isnull=True
+        )
+        if self.value() == "yes":
+            return queryset.filter(Exists(open_alerts))
+        if self.value() == "no":
+            return queryset.exclude(Exists(open_alerts))
+        return queryset
+
+
+def _money_cell(amount: Decimal) -> str:
+    text = decimal_text(amount)
+    if amount < 0:
+        return format_html('<span style="color: #ba2121;">{}</span>', text)
+    return text
+
+
 @admin.register(CustomerMargin)
 class CustomerMarginAdmin(admin.ModelAdmin):
-    """Read-only revenue, cost and margin of each customer now.
+    """Read-only revenue, cost and margin of each customer's current billing period.
 
-    Cost is the rolled-up cost of the current UTC calendar month, annotated
-    so that it sorts. Revenue is the invoice preview total of the billing
-    period containing today, computed per row.
+    Every column is annotated in SQL (`billing.revenue.customers_with_margin`),
+    so each one sorts and the profitability filter runs in the database.
+    Revenue is as fresh as its "computed" time; the recompute action
+    refreshes it for the selected customers.
     """
 
-    # NOTE: the two figures cover the same days only for subscriptions that
-    # start on the first of a month. The pricing_report command matches
-    # each customer's cost to its own billing period.
-    list_display = ("name", "slug", "revenue", "cost", "margin", "margin_percent")
-    list_filter = (UnprofitableFilter, PlanFilter)
+    list_display = (
+        "name",
+        "slug",
+        "period",
+        "revenue",
+        "cost",
+        "margin",
+        "margin_percent",
+        "revenue_computed",
+    )
+    list_filter = (UnprofitableFilter, PlanFilter, AlertingFilter)
     search_fields = ("name", "slug")
     ordering = ("name",)
+    actions = ("recompute_revenue",)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """Show the customer's margin page in place of a change form."""
+        customer = self.get_object(request, object_id)
+        if customer is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_permission(request, customer):
+            raise PermissionDenied
+        return customer_margin_page(request, customer)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(month_cost=current_month_cost())
+        return customers_with_margin(super().get_queryset(request))
 
     def has_add_permission(self, request):
         return False
@@ -390,32 +491,44 @@ class CustomerMarginAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.display(description="Period revenue")
+    @admin.display(description="Billing period", ordering="period_start")
+    def period(self, customer):
+        last_day = customer.period_end - timedelta(days=1)
+        return f"{customer.period_start} to {last_day}"
+
+    @admin.display(description="Period revenue", ordering="period_revenue")
     def revenue(self, customer):
-        return period_revenue(customer)
+        return decimal_text(customer.period_revenue)
 
-    @admin.display(description="Cost this month (USD)", ordering="month_cost")
+    @admin.display(description="Period cost (USD)", ordering="period_cost")
     def cost(self, customer):
-        return decimal_text(customer.month_cost)
+        return decimal_text(customer.period_cost)
 
-    @admin.display(description="Margin")
+    @admin.display(description="Margin", ordering="period_margin")
     def margin(self, customer):
-        margin = period_revenue(customer) - customer.month_cost
-        text = decimal_text(margin)
-        if margin < 0:
-            return format_html('<span style="color: #ba2121;">{}</span>', text)
-        return text
+        return _money_cell(customer.period_margin)
 
-    @admin.display(description="Margin %")
+    @admin.display(description="Margin %", ordering="period_margin_percent")
     def margin_percent(self, customer):
-        revenue = period_revenue(customer)
-        percent = margin_percent(revenue - customer.month_cost, revenue)
+        percent = customer.period_margin_percent
         if percent is None:
             return "-"
+        percent = percent.quantize(Decimal("0.01"))
         text = f"{percent}%"
         if percent < 0:
             return format_html('<span style="color: #ba2121;">{}</span>', text)
         return text
+
+    @admin.display(description="Revenue computed", ordering="revenue_computed_at")
+    def revenue_computed(self, customer):
+        return customer.revenue_computed_at or "never"
+
+    @admin.action(description="Recompute period revenue", permissions=["view"])
+    def recompute_revenue(self, request, queryset):
+        written = period_revenue_refresh(customers=list(queryset.order_by("pk")))
+        self.message_user(
+            request, f"Recomputed the period revenue of {written} customers."
+        )
 
 
 # Executions ---------------------------------------------------------------
@@ -436,3 +549,10 @@ class BillingExecutionAdmin(ExecutionAdmin):
             str(pk) for pk in queryset.order_by("pk").values_list("pk", flat=True)
         )
         return HttpResponseRedirect(f"{reverse('billing-record-outcome')}?ids={ids}")
+
+
+# Stripe and Anthropic -------------------------------------------------------
+# The pages of Stripe data and of the Anthropic reconciliation live in their
+# own modules.
+import billing.anthropic.admin  # noqa: E402, F401
+import billing.stripe.admin  # noqa: E402, F401

@@ -16,11 +16,31 @@ class Alert(models.Model):
 
     class Kind(models.TextChoices):
         STALLED_EXECUTION = "stalled_execution", "Stalled execution"
+        PERIOD_COST = "period_cost", "Period cost above limit"
+        EXECUTION_COST = "execution_cost", "Execution cost above limit"
+        MARGIN = "margin", "Margin below level"
+        PROJECTED_MARGIN = "projected_margin", "Projected margin below level"
+        BUDGET_USED = "budget_used", "Budget used"
+        SOFT_BUDGET = "soft_budget", "Soft budget reached"
+        UNPRICED_USAGE = "unpriced_usage", "Unpriced usage"
+        COST_DIFFERENCE = "cost_difference", "Cost differs from the SDK's"
+        STALLED_EXECUTIONS = "stalled_executions", "Stalled executions"
+        STRIPE_LATE_USAGE = "stripe_late_usage", "Usage too old for Stripe"
+        STRIPE_METERING_FAILED = "stripe_metering_failed", "Stripe metering failed"
+        STRIPE_PAYMENT_FAILED = "stripe_payment_failed", "Stripe payment failed"
+        STRIPE_RECONCILIATION = "stripe_reconciliation", "Stripe usage differs"
+        ANTHROPIC_VARIANCE = "anthropic_variance", "Cost differs from Anthropic's"
 
     class Severity(models.TextChoices):
         INFO = "info", "Info"
         WARNING = "warning", "Warning"
         CRITICAL = "critical", "Critical"
+
+    class DeliveryStatus(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+        NOT_CONFIGURED = "not_configured", "Not configured"
 
     kind = models.CharField(max_length=40, choices=Kind.choices)
     severity = models.CharField(
@@ -59,12 +79,196 @@ class Alert(models.Model):
         blank=True,
         related_name="+",
     )
+    rule = models.ForeignKey(
+        "billing.AlertRule",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="alerts",
+        help_text="The rule that fired. Empty for alerts raised without a rule.",
+    )
+    period_start = models.DateField(
+        null=True,
+        blank=True,
+        help_text="First day of the customer's billing period the rule fired in.",
+    )
+    email_status = models.CharField(
+        max_length=16,
+        choices=DeliveryStatus.choices,
+        default=DeliveryStatus.PENDING,
+    )
+    webhook_status = models.CharField(
+        max_length=16,
+        choices=DeliveryStatus.choices,
+        default=DeliveryStatus.PENDING,
+    )
+    delivery_attempts = models.PositiveIntegerField(default=0)
+    last_delivery_error = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            # A rule fires once per customer and billing period, however
+            # many processes see the crossing at the same moment.
+            models.UniqueConstraint(
+                fields=["rule", "customer", "period_start"],
+                condition=models.Q(rule__isnull=False),
+                name="unique_alert_per_rule_customer_period",
+            ),
+        ]
 
     def __str__(self):
         return f"{self.get_kind_display()}: {self.message[:60]}"
+
+
+class AlertRule(models.Model):
+    """A condition on a customer's costs that raises an Alert when it becomes true.
+
+    A rule without a customer is a global default. A customer's own rules
+    of a kind replace every global rule of that kind for that customer, so
+    an inactive override silences the kind for the customer.
+    """
+
+    class Kind(models.TextChoices):
+        PERIOD_COST = "period_cost", "Period cost above (USD)"
+        EXECUTION_COST = "execution_cost", "Single execution cost above (USD)"
+        MARGIN = "margin", "Margin to date below (percent)"
+        PROJECTED_MARGIN = "projected_margin", "Projected margin below (percent)"
+        BUDGET_USED = "budget_used", "Budget used at or above (percent)"
+        SOFT_BUDGET = "soft_budget", "Soft budget reached"
+        UNPRICED_USAGE = "unpriced_usage", "Unpriced usage present"
+        COST_DIFFERENCE = (
+            "cost_difference",
+            "Cost differs from the SDK's by more than (percent)",
+        )
+        STALLED_EXECUTIONS = (
+            "stalled_executions",
+            "Stalled executions at or above (count)",
+        )
+
+    # Kinds that fire without a threshold.
+    KINDS_WITHOUT_THRESHOLD = frozenset({Kind.SOFT_BUDGET, Kind.UNPRICED_USAGE})
+
+    kind = models.CharField(max_length=40, choices=Kind.choices)
+    customer = models.ForeignKey(
+        "customers.Customer",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="alert_rules",
+        help_text="Empty for a global default that applies to every customer.",
+    )
+    threshold = models.DecimalField(
+        max_digits=14,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text=(
+            "USD for cost rules, percent for margin, budget and cost-difference "
+            "rules, a count for stalled executions. Empty for soft-budget and "
+            "unpriced-usage rules."
+        ),
+    )
+    severity = models.CharField(
+        max_length=16, choices=Alert.Severity.choices, default=Alert.Severity.WARNING
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["kind", "customer", "threshold"]
+        # One rule per kind, scope and threshold. Four partial constraints
+        # rather than NULLS NOT DISTINCT, which SQLite lacks.
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "customer", "threshold"],
+                condition=models.Q(customer__isnull=False, threshold__isnull=False),
+                name="unique_customer_alert_rule",
+            ),
+            models.UniqueConstraint(
+                fields=["kind", "customer"],
+                condition=models.Q(customer__isnull=False, threshold__isnull=True),
+                name="unique_customer_alert_rule_no_threshold",
+            ),
+            models.UniqueConstraint(
+                fields=["kind", "threshold"],
+                condition=models.Q(customer__isnull=True, threshold__isnull=False),
+                name="unique_global_alert_rule",
+            ),
+            models.UniqueConstraint(
+                fields=["kind"],
+                condition=models.Q(customer__isnull=True, threshold__isnull=True),
+                name="unique_global_alert_rule_no_threshold",
+            ),
+        ]
+
+    def __str__(self):
+        scope = self.customer.slug if self.customer_id else "all customers"
+        if self.threshold is None:
+            return f"{self.get_kind_display()} ({scope})"
+        return f"{self.get_kind_display()} {self.threshold.normalize():f} ({scope})"
+
+    def clean(self):
+        if self.kind in self.KINDS_WITHOUT_THRESHOLD:
+            if self.threshold is not None:
+                raise ValidationError(
+                    {"threshold": "This kind of rule takes no threshold."}
+                )
+        elif self.threshold is None:
+            raise ValidationError({"threshold": "This kind of rule needs a threshold."})
+
+
+class BudgetReservation(models.Model):
+    """The worst-case cost of one execution, held against its customer's budget.
+
+    Taken atomically when the execution is admitted and released when it
+    finishes; from then on the execution's recorded cost counts instead.
+    """
+
+    execution = models.OneToOneField(
+        "agents.Execution",
+        on_delete=models.CASCADE,
+        related_name="budget_reservation",
+    )
+    customer = models.ForeignKey(
+        "customers.Customer", on_delete=models.CASCADE, related_name="+"
+    )
+    amount_usd = models.DecimalField(
+        "amount (USD)",
+        help_text="The per-run budget of the workflow, or the configured default.",
+        # The precision of agents.Execution.cost_usd.
+        max_digits=24,
+        decimal_places=14,
+    )
+    budget_usd = models.DecimalField(
+        "budget (USD)",
+        max_digits=14,
+        decimal_places=2,
+        help_text="The customer's hard budget when the reservation was taken.",
+    )
+    period_start = models.DateField()
+    period_end = models.DateField(help_text="First day after the period.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    released_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    actual_cost_usd = models.DecimalField(
+        "actual cost (USD)",
+        null=True,
+        blank=True,
+        help_text="The execution's recorded cost when the reservation was released.",
+        max_digits=24,
+        decimal_places=14,
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["customer", "released_at"])]
+
+    def __str__(self):
+        return f"{self.amount_usd} for execution {self.execution_id}"
+
+    @property
+    def held(self) -> bool:
+        return self.released_at is None
 
 
 # Rollups ---------------------------------------------------------------
@@ -298,6 +502,44 @@ class Plan(models.Model):
         ),
     )
 
+    stripe_product_id = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Stripe's prod_… id, set by stripe_sync_plans.",
+    )
+    stripe_price_id = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Stripe's price_… id of the monthly price, set by stripe_sync_plans.",
+    )
+    stripe_meter_id = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Stripe's billing meter (mtr_…) of metered plans, set by stripe_sync_plans.",
+    )
+    stripe_meter_event_name = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Event name of the plan's Stripe meter. Fixed once the meter exists.",
+    )
+    stripe_metered_price_id = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Stripe's price_… id of the usage price on the meter.",
+    )
+
+    default_monthly_budget_usd = models.DecimalField(
+        "default monthly budget (USD)",
+        max_digits=14,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text=(
+            "Hard spend limit per billing period for subscribers whose own "
+            "monthly budget is empty. Empty means no limit."
+        ),
+    )
+
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -390,6 +632,36 @@ class Subscription(models.Model):
     )
     current_period_start = models.DateField()
     current_period_end = models.DateField(help_text="First day of the next period.")
+    cancel_at_period_end = models.BooleanField(
+        default=False,
+        help_text="Canceled by the customer; stays active until `ended_on`.",
+    )
+    ended_on = models.DateField(
+        null=True,
+        blank=True,
+        help_text=(
+            "Day the subscription stops: usage from this day on is not billed "
+            "and no period starting on or after it is invoiced."
+        ),
+    )
+    stripe_subscription_id = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Stripe's sub_… id, once created in Stripe.",
+    )
+    stripe_status = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="Status of the Stripe subscription, from its latest webhook event.",
+    )
+    stripe_event_created = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text=(
+            "Creation time (Unix seconds) of the latest Stripe event applied. Older "
+            "events that arrive later are ignored."
+        ),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -496,9 +768,380 @@ class PeriodStatement(models.Model):
         return f"{self.customer} {self.period_start} to {self.period_end}"
 
 
+class PeriodRevenue(models.Model):
+    """The invoice preview total of a customer's billing period, as last computed.
+
+    Revenue depends on the plan's rules, so SQL cannot compute it from the
+    rollup tables alone. The roll-up job and every subscription change
+    refresh these rows, and the customer margin list reads them beside
+    the rolled-up cost, so both can be sorted and filtered in SQL.
+    """
+
+    customer = models.ForeignKey(
+        "customers.Customer", on_delete=models.CASCADE, related_name="+"
+    )
+    period_start = models.DateField()
+    period_end = models.DateField(help_text="First day after the period.")
+    currency = models.CharField(max_length=3, default="usd")
+    revenue = models.DecimalField(**MONEY_DIGITS)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-period_start", "customer"]
+        verbose_name_plural = "period revenue"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "period_start"],
+                name="unique_period_revenue",
+            ),
+        ]
+
+    def __str__(self):
+        return (
+            f"{self.customer} {self.period_start} to {self.period_end}: {self.revenue}"
+        )
+
+
 class CustomerMargin(Customer):
     """A customer seen through this month's revenue, cost and margin, in the admin."""
 
     class Meta:
         proxy = True
         verbose_name = "customer margin"
+
+
+# Stripe ------------------------------------------------------------------
+# Meter event values: cents of token cost carry the cost's 14 decimal places
+# less the two that the conversion to cents uses.
+METER_VALUE_DIGITS = {"max_digits": 26, "decimal_places": 12}
+
+
+class MeterEventDelivery(models.Model):
+    """The Stripe meter event of one counted execution, and whether Stripe has it.
+
+    `identifier` is derived from the execution id and never changes, so
+    sending the event again can never bill it twice: Stripe rejects a
+    repeated identifier as a duplicate, which counts as delivered.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        EXCEPTION = "exception", "Exception: bill by hand"
+
+    execution = models.OneToOneField(
+        "agents.Execution",
+        on_delete=models.PROTECT,
+        related_name="meter_event_delivery",
+    )
+    customer = models.ForeignKey(
+        "customers.Customer", on_delete=models.PROTECT, related_name="+"
+    )
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
+    identifier = models.CharField(max_length=100, unique=True)
+    event_name = models.CharField(max_length=100)
+    stripe_customer_id = models.CharField(max_length=64)
+    value = models.DecimalField(
+        help_text="Executions for per-execution plans, cents of token cost for cost-plus.",
+        **METER_VALUE_DIGITS,
+    )
+    timestamp = models.DateTimeField(
+        help_text="When the execution finished: the time Stripe bills it at."
+    )
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING
+    )
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="Requests sent to Stripe, retries included."
+    )
+    last_error = models.TextField(blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-timestamp"]
+        verbose_name_plural = "meter event deliveries"
+        indexes = [models.Index(fields=["status", "timestamp"])]
+
+    def __str__(self):
+        return f"{self.identifier} ({self.status})"
+
+
+class MeteringException(MeterEventDelivery):
+    """A meter event that Stripe will not take, for staff to bill by hand."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "metering exception"
+
+
+class StripeWebhookEvent(models.Model):
+    """A Stripe webhook event as received, stored before it is processed."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        PROCESSED = "processed", "Processed"
+        IGNORED = "ignored", "Ignored: no handler or unknown object"
+        FAILED = "failed", "Failed"
+
+    event_id = models.CharField(max_length=64, unique=True)
+    type = models.CharField(max_length=100, db_index=True)
+    created = models.BigIntegerField(help_text="Stripe's creation time, Unix seconds.")
+    livemode = models.BooleanField(default=False)
+    payload = models.JSONField()
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.RECEIVED
+    )
+    error = models.TextField(blank=True, help_text="Traceback of the last failure.")
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self):
+        return f"{self.event_id} {self.type}"
+
+
+class StripeInvoice(models.Model):
+    """A read-only mirror of a Stripe invoice, kept up to date by webhooks.
+
+    Amounts are integers in the currency's minor unit, as Stripe sends them.
+    """
+
+    stripe_id = models.CharField(max_length=64, unique=True)
+    customer = models.ForeignKey(
+        "customers.Customer",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="stripe_invoices",
+    )
+    stripe_customer_id = models.CharField(max_length=64, blank=True)
+    stripe_subscription_id = models.CharField(max_length=64, blank=True)
+    number = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=32, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    total = models.BigIntegerField(default=0)
+    amount_due = models.BigIntegerField(default=0)
+    amount_paid = models.BigIntegerField(default=0)
+    amount_remaining = models.BigIntegerField(default=0)
+    period_start = models.DateTimeField(null=True, blank=True)
+    period_end = models.DateTimeField(null=True, blank=True)
+    hosted_invoice_url = models.URLField(max_length=500, blank=True)
+    stripe_created = models.BigIntegerField(
+        null=True, blank=True, help_text="Stripe's creation time, Unix seconds."
+    )
+    stripe_event_created = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Creation time of the latest Stripe event applied, Unix seconds.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-stripe_created"]
+
+    def __str__(self):
+        return self.number or self.stripe_id
+
+
+class StripeInvoiceItem(models.Model):
+    """A success fee line of a closed period, sent to Stripe as an invoice item."""
+
+    statement = models.ForeignKey(
+        PeriodStatement, on_delete=models.PROTECT, related_name="stripe_invoice_items"
+    )
+    line_kind = models.CharField(max_length=40)
+    description = models.CharField(max_length=300)
+    amount = models.DecimalField(**MONEY_DIGITS)
+    currency = models.CharField(max_length=3)
+    stripe_invoice_item_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["statement", "line_kind"],
+                name="unique_stripe_invoice_item_per_line",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.statement}: {self.line_kind} {self.amount}"
+
+
+class ReconciliationDifference(models.Model):
+    """A period whose metered usage in Stripe differs from our own count."""
+
+    customer = models.ForeignKey(
+        "customers.Customer", on_delete=models.CASCADE, related_name="+"
+    )
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
+    stripe_meter_id = models.CharField(max_length=64)
+    period_start = models.DateField()
+    period_end = models.DateField(help_text="First day after the period.")
+    checked_until = models.DateTimeField(
+        help_text="End of the compared time range; usage after it is not compared."
+    )
+    expected = models.DecimalField(
+        help_text="Our count: the meter values of the counted executions.",
+        **METER_VALUE_DIGITS,
+    )
+    stripe_value = models.DecimalField(
+        help_text="Sum from Stripe's meter event summaries.", **METER_VALUE_DIGITS
+    )
+    difference = models.DecimalField(
+        help_text="Stripe's value minus ours.", **METER_VALUE_DIGITS
+    )
+    resolved_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a later check found both equal."
+    )
+    checked_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-checked_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "stripe_meter_id", "period_start"],
+                name="unique_reconciliation_difference",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.customer} {self.period_start}: {self.difference}"
+
+
+# Reconciliation with Anthropic's usage and cost reports -------------------
+
+
+class AnthropicAccount(models.Model):
+    """An Anthropic API key or workspace whose usage belongs to one customer.
+
+    Anthropic's reports group usage by API key and by workspace. A report row
+    goes to the customer of its API key when the key is mapped, else to the
+    customer of its workspace. Other rows are unmapped.
+    """
+
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="anthropic_accounts"
+    )
+    api_key_id = models.CharField(
+        "API key id",
+        max_length=100,
+        blank=True,
+        help_text="Tagged API key id as Anthropic's reports name it, e.g. "
+        "apikey_01AbC. Leave empty to map a workspace.",
+    )
+    workspace_id = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Tagged workspace id, e.g. wrkspc_01AbC. Leave empty to map an "
+        "API key.",
+    )
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["customer", "api_key_id", "workspace_id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    (models.Q(api_key_id="") & ~models.Q(workspace_id=""))
+                    | (~models.Q(api_key_id="") & models.Q(workspace_id=""))
+                ),
+                name="anthropic_account_key_or_workspace",
+            ),
+            models.UniqueConstraint(
+                fields=["api_key_id"],
+                condition=~models.Q(api_key_id=""),
+                name="unique_anthropic_api_key",
+            ),
+            models.UniqueConstraint(
+                fields=["workspace_id"],
+                condition=~models.Q(workspace_id=""),
+                name="unique_anthropic_workspace",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.api_key_id or self.workspace_id} -> {self.customer}"
+
+
+class AnthropicComparison(models.Model):
+    """Our recorded cost of one UTC day, customer and model beside Anthropic's.
+
+    Rows are rewritten each time the day is reconciled. Our recorded costs
+    are never changed by a reconciliation.
+    """
+
+    day = models.DateField(db_index=True)
+    customer = models.ForeignKey(
+        Customer,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="anthropic_comparisons",
+        help_text="Empty for usage on keys and workspaces mapped to no customer, "
+        "and our usage of customers with no mapping.",
+    )
+    model = models.CharField(
+        max_length=100, help_text="Model family, e.g. claude-sonnet-4-5."
+    )
+    our_cost_usd = models.DecimalField(
+        "our cost (USD)",
+        help_text="Recorded cost of the day's API messages; priced messages only.",
+        **COST_DIGITS,
+    )
+    their_cost_usd = models.DecimalField(
+        "Anthropic's cost (USD)",
+        help_text="Cost in Anthropic's cost report, after discounts.",
+        **COST_DIGITS,
+    )
+    their_list_cost_usd = models.DecimalField(
+        "Anthropic's list cost (USD)",
+        help_text="Cost in Anthropic's cost report at list prices.",
+        **COST_DIGITS,
+    )
+    difference_usd = models.DecimalField(
+        "difference (USD)", help_text="Our cost minus Anthropic's.", **COST_DIGITS
+    )
+    difference_percent = models.DecimalField(
+        max_digits=14,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="Difference as a percentage of Anthropic's cost; empty when "
+        "Anthropic reports no cost.",
+    )
+    our_prompt_tokens = models.BigIntegerField(
+        default=0, help_text="Input, cache write and cache read tokens we recorded."
+    )
+    their_prompt_tokens = models.BigIntegerField(
+        default=0, help_text="Input, cache write and cache read tokens reported."
+    )
+    our_output_tokens = models.BigIntegerField(default=0)
+    their_output_tokens = models.BigIntegerField(default=0)
+    our_unpriced_messages = models.PositiveIntegerField(
+        default=0, help_text="Our messages of a model with no price, not in our cost."
+    )
+    above_threshold = models.BooleanField(
+        default=False, help_text="The difference is above the alert threshold."
+    )
+    compared_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-day", "customer", "model"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "customer", "model"],
+                nulls_distinct=False,
+                name="unique_anthropic_comparison",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.day} {self.customer or 'unmapped'} {self.model}"

@@ -25,8 +25,31 @@ SCHEDULES = [
         "task": "billing.tasks.close_periods",
         "every_seconds": 86400,
     },
-    # Stripe metering and reconciliation, and alert evaluation add their
-    # entries here.
+    {
+        "name": "Send pending Stripe meter events",
+        "task": "billing.tasks.stripe_metering_sweep",
+        "every_seconds": 300,
+    },
+    {
+        "name": "Reconcile Stripe usage",
+        "task": "billing.tasks.stripe_reconcile",
+        "every_seconds": 86400,
+    },
+    {
+        "name": "Send success fees to Stripe",
+        "task": "billing.tasks.stripe_success_fees",
+        "every_seconds": 86400,
+    },
+    {
+        "name": "Evaluate alert rules",
+        "task": "billing.tasks.evaluate_alert_rules",
+        "every_seconds": 300,
+    },
+    {
+        "name": "Reconcile costs with Anthropic's reports",
+        "task": "billing.tasks.anthropic_reconcile",
+        "every_seconds": 21600,
+    },
 ]
 
 

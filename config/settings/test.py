@@ -21,6 +21,8 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # pass to their Celery workers through AGENTMARGIN_TEST_SIMULATOR_URL.
 ANTHROPIC_BASE_URL = env.str("AGENTMARGIN_TEST_SIMULATOR_URL", default="")
 ANTHROPIC_API_KEY = ""
+ANTHROPIC_ADMIN_API_KEY = ""
+ANTHROPIC_ADMIN_BASE_URL = ""
 STRIPE_API_KEY = ""
 
 # A queue of this test run's own, so a developer's worker never takes test
