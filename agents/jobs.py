@@ -23,6 +23,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from agents.admission import execution_admit
 from agents.models import ApiMessage, Execution, Workflow
 from agents.services import execution_create, execution_refresh_totals
 from agents.signals import execution_finished, execution_stalled
@@ -35,6 +36,7 @@ class Claim(Enum):
     CLAIMED = "claimed"
     WAIT = "wait"  # over the customer's concurrency limit; stays queued
     SKIP = "skip"  # running elsewhere, finished or gone
+    REJECTED = "rejected"  # an admission check closed it; it never runs
 
 
 def worker_name() -> str:
@@ -108,6 +110,10 @@ def execution_claim(
                 limit,
             )
             return Claim.WAIT, execution
+        # Under the customer's lock, so a budget reservation cannot race
+        # another claim of the same customer.
+        if execution_admit(execution) is not None:
+            return Claim.REJECTED, execution
         now = timezone.now()
         execution.status = Execution.Status.RUNNING
         execution.started_at = now

@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -33,6 +34,7 @@ from claude_agent_sdk import (
 )
 from django.conf import settings
 
+from agents.admission import execution_admit, run_budget_limit
 from agents.heartbeat import Heartbeat
 from agents.models import Execution
 from agents.recorder import MessageUpdate, StreamRecorder, is_usage_message
@@ -42,6 +44,10 @@ logger = logging.getLogger(__name__)
 # Seconds to wait for the CLI's closing result after an interrupt, before
 # the connection is dropped.
 INTERRUPT_GRACE_SECONDS = 10
+
+CANCELED_WHILE_RUNNING = (
+    "Canceled by the customer while it ran; the run was interrupted."
+)
 
 # The CLI bundled in claude-agent-sdk, and a wrapper that makes the kernel
 # kill it when the process running it dies.
@@ -121,8 +127,14 @@ def is_simulator(base_url: str) -> bool:
         return False
 
 
-def build_options(execution: Execution, target: ApiTarget) -> ClaudeAgentOptions:
-    """Translate the execution's workflow into SDK options."""
+def build_options(
+    execution: Execution, target: ApiTarget, *, budget_usd: Decimal | None = None
+) -> ClaudeAgentOptions:
+    """Translate the execution's workflow into SDK options.
+
+    `budget_usd` is the run's cost limit (see `agents.admission`); without
+    it the workflow's per-run budget applies.
+    """
     workflow = execution.workflow
     cwd = Path(settings.AGENTMARGIN_AGENT_CWD)
     cwd.mkdir(parents=True, exist_ok=True)
@@ -143,11 +155,13 @@ def build_options(execution: Execution, target: ApiTarget) -> ClaudeAgentOptions
         config_dir = Path(settings.AGENTMARGIN_CLAUDE_CONFIG_DIR)
         env["CLAUDE_CONFIG_DIR"] = str(config_dir)
         env["CLAUDE_CODE_TMPDIR"] = str(config_dir / "tmp")
+    if budget_usd is None:
+        budget_usd = workflow.per_run_budget_usd
     budget = None
-    if workflow.per_run_budget_usd is not None:
+    if budget_usd is not None:
         # The SDK takes a float. It only steers the CLI, which checks it
         # between turns, while every cost we record stays Decimal.
-        budget = float(workflow.per_run_budget_usd)
+        budget = float(budget_usd)
     return ClaudeAgentOptions(
         model=execution.requested_model,
         fallback_model=workflow.fallback_model or None,
@@ -185,12 +199,21 @@ def run_execution(
     Returns the execution in its final status. An error of the SDK or the
     CLI ends the execution `failed` with the error text. A timeout, or one of
     `stop_exceptions` (a worker's soft time limit), ends it `interrupted`.
-    Everything recorded before either is kept. A heartbeat thread marks the
-    execution alive for the sweeper while it runs.
+    A recorded cost above the run's budget interrupts the run through the
+    SDK client and ends it `budget_exceeded`. Everything recorded before
+    any of these is kept. A heartbeat thread marks the execution alive for
+    the sweeper while it runs.
+
+    A queued execution goes through admission first (a claimed one went
+    through it in `execution_claim`); a rejected one is returned closed,
+    without running.
     """
     target = target or resolve_target()
     if timeout_seconds is None:
         timeout_seconds = settings.AGENTMARGIN_RUN_TIMEOUT_SECONDS
+    if execution.status == Execution.Status.QUEUED and execution_admit(execution):
+        return execution
+    budget_usd = run_budget_limit(execution)
     recorder = StreamRecorder(execution, listener=listener)
     if target.simulated and not execution.simulated:
         execution.simulated = True
@@ -205,14 +228,48 @@ def run_execution(
     )
     error: BaseException | str | None = None
     interrupted = False
-    stream = AgentStream(execution, target, recorder, timeout_seconds)
+    budget_stop = False
+    canceled = False
+    stream = AgentStream(
+        execution, target, recorder, timeout_seconds, budget_usd=budget_usd
+    )
     try:
-        with Heartbeat(execution.pk, settings.AGENTMARGIN_HEARTBEAT_SECONDS):
+        with Heartbeat(
+            execution.pk,
+            settings.AGENTMARGIN_HEARTBEAT_SECONDS,
+            cancel_poll_seconds=settings.AGENTMARGIN_CANCEL_POLL_SECONDS,
+        ) as heartbeat:
             stream.start()
-            for message in stream.messages():
+            for message in stream.messages(stop=heartbeat.cancel_requested):
                 recorder.handle(message)
+                if budget_usd is not None and recorder.totals.cost_usd > budget_usd:
+                    budget_stop = True
+                    break
+            if budget_stop:
+                logger.warning(
+                    "Execution %s: recorded cost %s is above the run's budget %s; "
+                    "interrupting",
+                    execution.pk,
+                    recorder.totals.cost_usd,
+                    budget_usd,
+                )
+                stream.interrupt_and_drain(recorder)
+            elif heartbeat.cancel_requested.is_set() and not stream.ended:
+                canceled = True
+                recorder.interrupt_requested = True
+                logger.info("Execution %s: canceled by the customer", execution.pk)
+                stream.interrupt_and_drain(recorder)
         stream.raise_error()
-        if stream.interrupted:
+        if budget_stop:
+            interrupted = True
+            error = (
+                f"The recorded cost ${recorder.totals.cost_usd} went above the run's "
+                f"budget of ${budget_usd}; the run was interrupted."
+            )
+        elif canceled:
+            interrupted = True
+            error = CANCELED_WHILE_RUNNING
+        elif stream.interrupted:
             interrupted = True
             error = f"No result after {timeout_seconds:g} s; the run was interrupted."
     except stop_exceptions as exc:
@@ -236,7 +293,9 @@ def run_execution(
             error=f"The run was stopped before it finished ({type(exc).__name__}).",
         )
         raise
-    return recorder.finish(error=error, interrupted=interrupted)
+    return recorder.finish(
+        error=error, interrupted=interrupted, budget_exceeded=budget_stop
+    )
 
 
 _END = object()
@@ -257,13 +316,16 @@ class AgentStream:
     POLL_SECONDS = 0.2
     STOP_WAIT_SECONDS = 15
 
-    def __init__(self, execution, target, recorder, timeout_seconds):
+    def __init__(self, execution, target, recorder, timeout_seconds, budget_usd=None):
         self.execution = execution
         self.target = target
         self.recorder = recorder
         self.timeout_seconds = timeout_seconds
+        self.budget_usd = budget_usd
+        self.client: ClaudeSDKClient | None = None
         self.queue: queue.Queue = queue.Queue()
         self.interrupted = False
+        self.ended = False
         self.error: BaseException | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task | None = None
@@ -275,16 +337,24 @@ class AgentStream:
     def start(self) -> None:
         self.thread.start()
 
-    def messages(self, *, deadline: float | None = None):
-        """Yield the messages the stream delivers until it ends (or `deadline`)."""
+    def messages(
+        self, *, deadline: float | None = None, stop: threading.Event | None = None
+    ):
+        """Yield the messages the stream delivers until it ends, `deadline` or `stop`.
+
+        `ended` is set when it stopped because the stream ended.
+        """
         while True:
             if deadline is not None and time.monotonic() > deadline:
+                return
+            if stop is not None and stop.is_set():
                 return
             try:
                 item = self.queue.get(timeout=self.POLL_SECONDS)
             except queue.Empty:
                 continue
             if item is _END:
+                self.ended = True
                 return
             yield item
 
@@ -309,6 +379,24 @@ class AgentStream:
                 self.STOP_WAIT_SECONDS,
             )
 
+    def interrupt_and_drain(self, recorder: StreamRecorder) -> None:
+        """Interrupt the run through the SDK client and record what it still sends.
+
+        The CLI closes an interrupted turn with a result. When none comes
+        within INTERRUPT_GRACE_SECONDS, the stream is cancelled as in
+        `stop_and_drain()`.
+        """
+        if self.loop is not None and self.client is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                asyncio.run_coroutine_threadsafe(
+                    _interrupt_client(self.client), self.loop
+                )
+        deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
+        for message in self.messages(deadline=deadline):
+            recorder.handle(message)
+        if not self.finished.is_set():
+            self.stop_and_drain(recorder)
+
     def _run(self) -> None:
         try:
             asyncio.run(self._stream())
@@ -321,9 +409,10 @@ class AgentStream:
     async def _stream(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.task = asyncio.current_task()
-        options = build_options(self.execution, self.target)
+        options = build_options(self.execution, self.target, budget_usd=self.budget_usd)
         prompt = self.execution.workflow.render_prompt(self.execution.prompt)
         async with ClaudeSDKClient(options=options) as client:
+            self.client = client
             await client.query(prompt)
             consumer = asyncio.ensure_future(self._consume(client))
             try:
@@ -355,6 +444,14 @@ class AgentStream:
                 self.queue.put(message)
             if isinstance(message, ResultMessage):
                 return
+
+
+async def _interrupt_client(client: ClaudeSDKClient) -> None:
+    """Ask the CLI to stop the current turn; a failed request is only logged."""
+    try:
+        await asyncio.wait_for(client.interrupt(), timeout=INTERRUPT_GRACE_SECONDS)
+    except (TimeoutError, ClaudeSDKError) as exc:
+        logger.warning("Interrupt request failed: %s", exc)
 
 
 async def _interrupt(client: ClaudeSDKClient, consumer: asyncio.Future) -> None:

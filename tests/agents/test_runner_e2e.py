@@ -1,6 +1,6 @@
 """Agent runs through the real SDK and bundled CLI against the local simulator.
 
-Expected costs are computed here from the published rates, not by the
+Expected costs come from `tests.agents.scripted_cost`, not from the
 pricing engine, so a pricing fault cannot hide itself.
 """
 
@@ -16,37 +16,12 @@ from django.core.management import call_command
 from agents.models import ApiMessage, Execution
 from agents.runner import ApiTarget, resolve_target, run_execution
 from agents.simulator import SimulatorServer, scenario_usage
+from tests.agents.scripted_cost import expected_cost
 from tests.factories import ExecutionFactory, WorkflowFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 ROOT = Path(__file__).resolve().parents[2]
-MILLION = Decimal(1_000_000)
-
-# USD per million tokens: input, 5m write, 1h write, cache read, output.
-RATES = {
-    "claude-sonnet-4-6": ("3", "3.75", "6", "0.30", "15"),
-    "claude-sonnet-4-5-20250929": ("3", "3.75", "6", "0.30", "15"),
-    "claude-haiku-4-5": ("1", "1.25", "2", "0.10", "5"),
-    "claude-opus-4-7": ("5", "6.25", "10", "0.50", "25"),
-}
-USAGE_KEYS = (
-    "input_tokens",
-    "ephemeral_5m_input_tokens",
-    "ephemeral_1h_input_tokens",
-    "cache_read_input_tokens",
-    "output_tokens",
-)
-
-
-def expected_cost(model, turns):
-    rates = [Decimal(rate) for rate in RATES[model]]
-    total = Decimal(0)
-    for turn in turns:
-        total += sum(
-            turn[key] * rate for key, rate in zip(USAGE_KEYS, rates, strict=True)
-        )
-    return total / MILLION
 
 
 @pytest.fixture(scope="module")
