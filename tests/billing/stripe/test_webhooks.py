@@ -1,0 +1,340 @@
+import json
+import time
+
+import pytest
+from django.utils import timezone
+
+from billing.models import Alert, StripeInvoice, StripeWebhookEvent, Subscription
+from billing.services import subscription_create
+from billing.stripe import webhooks
+from tests.billing.stripe.conftest import new_customer
+
+pytestmark = pytest.mark.django_db
+
+URL = "/stripe/webhook/"
+
+
+@pytest.fixture
+def signing(fake_stripe, settings):
+    """The fake signs events with the secret our endpoint checks."""
+    settings.STRIPE_WEBHOOK_SECRET = fake_stripe.webhook_secret
+    return fake_stripe
+
+
+@pytest.fixture
+def subscription(db):
+    customer = new_customer("acme")
+    customer.stripe_customer_id = "cus_acme"
+    customer.save()
+    subscription = subscription_create(
+        customer=customer, plan=_plan(), start=timezone.now().date()
+    )
+    subscription.stripe_subscription_id = "sub_acme"
+    subscription.save()
+    return subscription
+
+
+def _plan():
+    from tests.billing.stripe.conftest import make_plan
+
+    return make_plan("basic", "subscription", monthly_price="19.00")
+
+
+def event(event_id, event_type, obj, created):
+    return {
+        "id": event_id,
+        "object": "event",
+        "type": event_type,
+        "created": created,
+        "livemode": False,
+        "api_version": "2026-10-28.endive",
+        "pending_webhooks": 1,
+        "data": {"object": obj},
+    }
+
+
+def subscription_event(event_id, event_type, status, created):
+    obj = {
+        "id": "sub_acme",
+        "object": "subscription",
+        "status": status,
+        "customer": "cus_acme",
+    }
+    return event(event_id, event_type, obj, created)
+
+
+def invoice_event(event_id, event_type, status, created, **fields):
+    obj = {
+        "id": "in_acme",
+        "object": "invoice",
+        "customer": "cus_acme",
+        "status": status,
+        "currency": "usd",
+        "total": 4900,
+        "amount_due": 4900,
+        "amount_paid": 4900 if status == "paid" else 0,
+        "amount_remaining": 0 if status == "paid" else 4900,
+        "created": created,
+        "number": "ACME-0001",
+        **fields,
+    }
+    return event(event_id, event_type, obj, created)
+
+
+def post(client, body: bytes, header: str):
+    return client.post(
+        URL, data=body, content_type="application/json", HTTP_STRIPE_SIGNATURE=header
+    )
+
+
+def deliver(client, fake, payload, **signing):
+    body, header = fake.signed(payload, **signing)
+    return post(client, body, header)
+
+
+# Signatures ---------------------------------------------------------------------
+
+
+def test_wrong_secret_is_rejected(client, signing, subscription):
+    payload = subscription_event(
+        "evt_1", "customer.subscription.updated", "past_due", 1
+    )
+
+    response = deliver(client, signing, payload, secret="whsec_not_ours")
+
+    assert response.status_code == 400
+    assert StripeWebhookEvent.objects.count() == 0
+    subscription.refresh_from_db()
+    assert subscription.stripe_status == ""
+
+
+def test_stale_timestamp_is_rejected(client, signing, subscription):
+    payload = subscription_event(
+        "evt_1", "customer.subscription.updated", "past_due", 1
+    )
+
+    response = deliver(client, signing, payload, timestamp=int(time.time()) - 301)
+
+    assert response.status_code == 400
+    assert StripeWebhookEvent.objects.count() == 0
+
+
+def test_tampered_body_is_rejected(client, signing, subscription):
+    payload = subscription_event("evt_1", "customer.subscription.updated", "active", 1)
+    body, header = signing.signed(payload)
+    tampered = body.replace(b'"active"', b'"canceled"')
+
+    response = post(client, tampered, header)
+
+    assert tampered != body
+    assert response.status_code == 400
+    assert StripeWebhookEvent.objects.count() == 0
+    subscription.refresh_from_db()
+    assert subscription.status == Subscription.Status.ACTIVE
+
+
+def test_missing_signature_is_rejected(client, signing):
+    body = json.dumps(invoice_event("evt_1", "invoice.paid", "paid", 1)).encode()
+
+    response = client.post(URL, data=body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert StripeWebhookEvent.objects.count() == 0
+
+
+def test_unset_secret_rejects_every_event(client, fake_stripe, settings):
+    settings.STRIPE_WEBHOOK_SECRET = ""
+
+    response = deliver(
+        client, fake_stripe, invoice_event("evt_1", "invoice.paid", "paid", 1)
+    )
+
+    assert response.status_code == 400
+    assert StripeWebhookEvent.objects.count() == 0
+
+
+def test_recent_timestamp_is_accepted(client, signing, subscription):
+    payload = subscription_event("evt_1", "customer.subscription.updated", "active", 1)
+
+    response = deliver(client, signing, payload, timestamp=int(time.time()) - 290)
+
+    assert response.status_code == 200
+
+
+# Duplicates and order -------------------------------------------------------------
+
+
+def test_duplicate_event_is_processed_once(client, signing, subscription, monkeypatch):
+    calls = []
+    handler = webhooks.HANDLERS["customer.subscription.updated"]
+    monkeypatch.setitem(
+        webhooks.HANDLERS,
+        "customer.subscription.updated",
+        lambda payload, stored: (
+            calls.append(stored.event_id) or handler(payload, stored)
+        ),
+    )
+    payload = subscription_event(
+        "evt_1", "customer.subscription.updated", "past_due", 1
+    )
+    body, header = signing.signed(payload)
+
+    first = post(client, body, header)
+    second = post(client, body, header)
+
+    stored = StripeWebhookEvent.objects.get()
+    assert first.status_code == 200
+    assert second.status_code == 200
+    assert second.content == b"Duplicate event."
+    assert calls == ["evt_1"]
+    assert stored.status == StripeWebhookEvent.Status.PROCESSED
+    assert stored.payload == payload
+
+
+def test_out_of_order_subscription_events_keep_latest_status(
+    client, signing, subscription
+):
+    updated = subscription_event(
+        "evt_2", "customer.subscription.updated", "active", 1623979266
+    )
+    created = subscription_event(
+        "evt_1", "customer.subscription.created", "incomplete", 1623979265
+    )
+
+    assert deliver(client, signing, updated).status_code == 200
+    assert deliver(client, signing, created).status_code == 200
+
+    subscription.refresh_from_db()
+    assert subscription.stripe_status == "active"
+    assert subscription.stripe_event_created == 1623979266
+    assert StripeWebhookEvent.objects.filter(status="processed").count() == 2
+
+
+def test_subscription_deleted_cancels_ours(client, signing, subscription):
+    payload = subscription_event(
+        "evt_1", "customer.subscription.deleted", "canceled", 5
+    )
+
+    deliver(client, signing, payload)
+
+    subscription.refresh_from_db()
+    assert subscription.status == Subscription.Status.CANCELED
+    assert subscription.stripe_status == "canceled"
+
+
+def test_invoice_status_never_moves_back(client, signing, subscription):
+    paid = invoice_event("evt_2", "invoice.paid", "paid", 200)
+    finalized = invoice_event("evt_1", "invoice.finalized", "open", 100)
+
+    deliver(client, signing, paid)
+    deliver(client, signing, finalized)
+
+    invoice = StripeInvoice.objects.get(stripe_id="in_acme")
+    assert invoice.status == "paid"
+    assert invoice.amount_paid == 4900
+    assert invoice.customer == subscription.customer
+
+
+def test_unknown_event_type_is_stored_and_ignored(client, signing):
+    payload = event("evt_1", "charge.refunded", {"id": "ch_1", "object": "charge"}, 1)
+
+    response = deliver(client, signing, payload)
+
+    assert response.status_code == 200
+    assert StripeWebhookEvent.objects.get().status == StripeWebhookEvent.Status.IGNORED
+
+
+def test_failed_handler_answers_500_and_retries(
+    client, signing, subscription, monkeypatch
+):
+    handler = webhooks.HANDLERS["customer.subscription.updated"]
+    failures = [RuntimeError("handler bug")]
+
+    def fails_once(payload, stored):
+        if failures:
+            raise failures.pop()
+        return handler(payload, stored)
+
+    monkeypatch.setitem(webhooks.HANDLERS, "customer.subscription.updated", fails_once)
+    payload = subscription_event(
+        "evt_1", "customer.subscription.updated", "past_due", 1
+    )
+    body, header = signing.signed(payload)
+
+    failed = post(client, body, header)
+    stored = StripeWebhookEvent.objects.get()
+    retried = post(client, body, header)
+
+    subscription.refresh_from_db()
+    assert failed.status_code == 500
+    assert stored.status == StripeWebhookEvent.Status.FAILED
+    assert "RuntimeError: handler bug" in stored.error
+    assert retried.status_code == 200
+    assert subscription.stripe_status == "past_due"
+    assert subscription.status == Subscription.Status.PAST_DUE
+
+
+def test_upcoming_invoice_is_logged(client, signing):
+    obj = {
+        "object": "invoice",
+        "customer": "cus_acme",
+        "amount_due": 4900,
+        "currency": "usd",
+    }
+
+    response = deliver(client, signing, event("evt_1", "invoice.upcoming", obj, 1))
+
+    assert response.status_code == 200
+    assert (
+        StripeWebhookEvent.objects.get().status == StripeWebhookEvent.Status.PROCESSED
+    )
+    assert StripeInvoice.objects.count() == 0
+
+
+def test_payment_failed_marks_customer_past_due(client, signing, subscription):
+    payload = invoice_event(
+        "evt_1", "invoice.payment_failed", "open", 100, amount_paid=0
+    )
+
+    deliver(client, signing, payload)
+
+    customer = subscription.customer
+    customer.refresh_from_db()
+    alert = Alert.objects.get(kind=Alert.Kind.STRIPE_PAYMENT_FAILED)
+    assert customer.status == "past_due"
+    assert alert.customer_id == customer.pk
+    assert alert.severity == Alert.Severity.CRITICAL
+
+
+def test_paid_invoice_makes_customer_active_again(client, signing, subscription):
+    deliver(
+        client, signing, invoice_event("evt_1", "invoice.payment_failed", "open", 100)
+    )
+    deliver(client, signing, invoice_event("evt_2", "invoice.paid", "paid", 200))
+
+    customer = subscription.customer
+    customer.refresh_from_db()
+    assert customer.status == "active"
+
+
+def test_same_second_event_refetches_subscription(client, stripe_backend, hybrid_plan):
+    from tests.billing.stripe.test_metering import subscribed
+
+    customer = subscribed(hybrid_plan)
+    ours = customer.subscriptions.get()
+    Subscription.objects.filter(pk=ours.pk).update(stripe_event_created=500)
+    stale = subscription_event(
+        "evt_1", "customer.subscription.updated", "incomplete", 500
+    )
+    stale["data"]["object"]["id"] = ours.stripe_subscription_id
+
+    response = deliver(client, stripe_backend, stale)
+
+    ours.refresh_from_db()
+    assert response.status_code == 200
+    assert ours.stripe_status == "active"
+    assert any(
+        request.method == "GET"
+        and request.path == f"/v1/subscriptions/{ours.stripe_subscription_id}"
+        for request in stripe_backend.requests
+    )
