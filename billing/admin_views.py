@@ -20,10 +20,20 @@ from agents.models import Execution, Workflow
 from billing.analysis import (
     MONTH_DAYS,
     check_target_margin,
+    plan_earnings,
+    rounded_text,
     suggested_price_row,
     workflow_cost_stats,
 )
+from billing.charts import grouped_bars, stacked_bars, top_series
+from billing.margins import customer_margin, margin_report
+from billing.models import Alert, PeriodStatement
+from billing.plans import add_months
+from billing.revenue import customers_with_margin
+from billing.rollups import month_start
+from billing.selectors import daily_cost_by, monthly_trend, usage_rolled_up_until
 from billing.services import execution_record_outcome
+from customers.models import Customer
 
 logger = logging.getLogger(__name__)
 
@@ -190,3 +200,147 @@ def record_outcomes(request, ids: list[int], found: dict, value: Decimal) -> Non
         messages.success(
             request, f"Outcome value {value} USD recorded on {recorded} executions."
         )
+
+
+# Customer margin page --------------------------------------------------------
+
+RECENT_ROWS = 20
+
+
+def customer_margin_page(request, customer):
+    """Show one customer's period margin, cost charts, alerts, statements and runs."""
+    now = timezone.now()
+    today = now.astimezone(UTC).date()
+    figures = customer_margin(customer=customer, day=today, now=now)
+    charts = {}
+    for group, label in (("model", "model"), ("workflow", "workflow")):
+        days, series = daily_cost_by(
+            customer=customer,
+            start=figures.period_start,
+            end=figures.period_end,
+            group=group,
+        )
+        charts[group] = stacked_bars(
+            [day.isoformat() for day in days],
+            top_series(series),
+            title=f"Daily cost by {label}, {figures.period_start} to {days[-1]}",
+            empty="No cost rolled up in this period yet.",
+        )
+    context = {
+        **admin.site.each_context(request),
+        "title": f"{customer.name}: margin",
+        "customer": customer,
+        "figures": figures,
+        "period_last_day": figures.period_end - timedelta(days=1),
+        "charts": charts,
+        "alerts": Alert.objects.filter(customer=customer).order_by("-created_at")[
+            :RECENT_ROWS
+        ],
+        "statements": PeriodStatement.objects.filter(customer=customer).order_by(
+            "-period_start"
+        ),
+        "executions": Execution.objects.filter(customer=customer)
+        .select_related("workflow")
+        .order_by("-created_at")[:RECENT_ROWS],
+        "recent_rows": RECENT_ROWS,
+        "rolled_up_until": usage_rolled_up_until(),
+    }
+    return TemplateResponse(request, "admin/billing/customer_margin.html", context)
+
+
+# Margin overview -------------------------------------------------------------
+
+OVERVIEW_ROWS = 5
+TREND_MONTHS = 6
+
+
+def margin_overview_view(request):
+    """Show the best and worst customers, workflow and model margins, and the trend."""
+    if not request.user.has_perm("billing.view_customermargin"):
+        raise PermissionDenied
+    now = timezone.now()
+    today = now.astimezone(UTC).date()
+    ranked = customers_with_margin(Customer.objects.all(), today=today)
+    report = margin_report(day=today, now=now)
+    this_month = month_start(today)
+    months = [
+        add_months(this_month, -offset) for offset in range(TREND_MONTHS - 1, -1, -1)
+    ]
+    trend = monthly_trend(months=months)
+    context = {
+        **admin.site.each_context(request),
+        "title": "Margin overview",
+        "customer_tables": [
+            (
+                "Lowest margins",
+                ranked.order_by("period_margin", "name")[:OVERVIEW_ROWS],
+                "bottom-customers",
+            ),
+            (
+                "Highest margins",
+                ranked.order_by("-period_margin", "name")[:OVERVIEW_ROWS],
+                "top-customers",
+            ),
+        ],
+        "allocation_tables": [
+            (
+                "Workflow",
+                sorted(report.workflows, key=lambda row: row.margin),
+                "workflow-margins",
+            ),
+            (
+                "Model",
+                sorted(report.models, key=lambda row: row.margin),
+                "model-margins",
+            ),
+        ],
+        "trend": trend,
+        "trend_chart": grouped_bars(
+            [row["month"].strftime("%Y-%m") for row in trend],
+            {
+                "Revenue": [row["revenue"] for row in trend],
+                "Cost": [row["cost"] for row in trend],
+                "Margin": [row["margin"] for row in trend],
+            },
+            title=f"Revenue, cost and margin over the last {TREND_MONTHS} months",
+            empty="No revenue or cost in these months yet.",
+        ),
+        "rolled_up_until": usage_rolled_up_until(),
+    }
+    return TemplateResponse(request, "admin/billing/margin_overview.html", context)
+
+
+# Plan page -------------------------------------------------------------------
+
+
+def plan_analysis_context(plan) -> dict:
+    """Return the figures the plan's admin page shows beside its form.
+
+    For each workflow and model that finished executions in the last 30
+    UTC days: the cost per execution, what this plan charges against it
+    and the margin, and the prices suggested for the default target margin.
+    """
+    today = timezone.now().astimezone(UTC).date()
+    start = today - timedelta(days=DEFAULT_DAYS - 1)
+    stats = workflow_cost_stats(
+        start=datetime.combine(start, time.min, tzinfo=UTC),
+        end=datetime.combine(today + timedelta(days=1), time.min, tzinfo=UTC),
+    )
+    rows = []
+    for row in stats:
+        earnings = plan_earnings(plan, row, DEFAULT_DAYS)
+        rows.append(
+            {
+                **suggested_price_row(row, DEFAULT_TARGET_MARGIN, DEFAULT_DAYS),
+                "basis": earnings.basis,
+                "plan_revenue": rounded_text(earnings.revenue, "0.000001"),
+                "compared_cost": rounded_text(earnings.cost, "0.000001"),
+                "plan_margin_percent": earnings.margin_percent,
+            }
+        )
+    return {
+        "analysis_rows": rows,
+        "analysis_start": start,
+        "analysis_end": today,
+        "analysis_target_margin": DEFAULT_TARGET_MARGIN,
+    }

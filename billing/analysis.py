@@ -28,6 +28,8 @@ from django.db.models import (
 
 from agents.models import COST_DIGITS, TOKEN_COUNT_FIELDS, ApiMessage, Execution
 from agents.pricing import TokenUsage, price_usage
+from billing import plans
+from billing.models import Plan
 
 CENT = Decimal("0.01")
 MEDIAN = Decimal("0.5")
@@ -452,3 +454,58 @@ def rounded_text(value: Decimal | None, places: str = "0.000001") -> str | None:
     if value is None:
         return None
     return str(value.quantize(Decimal(places), rounding=ROUND_HALF_UP))
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanEarnings:
+    """What a plan charges against a workflow's cost: per execution, or per month.
+
+    `basis` names the figure compared: the plan's price per execution,
+    its overage price, its monthly price against a customer's monthly
+    cost, and so on. `revenue` is None where the plan's charge depends on
+    something the cost statistics do not have (outcome values).
+    """
+
+    basis: str
+    revenue: Decimal | None
+    cost: Decimal | None
+
+    @property
+    def margin_percent(self) -> Decimal | None:
+        if self.revenue is None or self.cost is None or not self.revenue:
+            return None
+        return ((self.revenue - self.cost) * 100 / self.revenue).quantize(
+            Decimal("0.1"), rounding=ROUND_HALF_UP
+        )
+
+
+def plan_earnings(plan, stats: WorkflowCostStats, days: int) -> PlanEarnings:
+    """Compare what `plan` charges with the mean cost in `stats` over a window of `days`."""
+    cost = stats.cost_mean
+    model = plan.billing_model
+    if model == Plan.BillingModel.SUBSCRIPTION:
+        monthly_cost = None
+        if cost is not None and stats.customers:
+            monthly_cost = stats.total_cost * MONTH_DAYS / days / stats.customers
+        return PlanEarnings(
+            "monthly price against one customer's monthly cost",
+            plan.monthly_price,
+            monthly_cost,
+        )
+    if model == Plan.BillingModel.USAGE:
+        if plan.usage_pricing == Plan.UsagePricing.COST_PLUS:
+            revenue = None if cost is None else cost * plan.cost_markup
+            return PlanEarnings("token cost times the markup", revenue, cost)
+        return PlanEarnings("price per execution", plan.price_per_execution, cost)
+    if model == Plan.BillingModel.HYBRID:
+        if plan.overage_tiers:
+            first_tier = plans.parse_tiers(plan.overage_tiers)[0]
+            return PlanEarnings(
+                "first overage tier per execution", first_tier.unit_price, cost
+            )
+        return PlanEarnings("overage price per execution", plan.overage_price, cost)
+    if plan.success_fee_kind == Plan.SuccessFeeKind.FIXED_FEE:
+        return PlanEarnings("fee per successful outcome", plan.fee_per_success, cost)
+    return PlanEarnings(
+        "commission on outcome values (not in the cost data)", None, cost
+    )

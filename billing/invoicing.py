@@ -13,8 +13,9 @@ exactly once, and the total is the sum of the rounded lines.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.db.models import Count, Q, Sum
 
@@ -82,17 +83,20 @@ def invoice_preview(
     Raises ValueError unless the period is one of the subscription's
     monthly periods. The base charge uses the plan in effect on the
     period's first day. Usage, overage and success fees use the plan in
-    effect on its last day. A customer with no subscription gets no line.
+    effect on the day of each execution: a prorated change splits the
+    period into segments (`usage_segments`), each billed on its own plan.
+    A customer with no subscription, or whose subscription ended before
+    the period, gets no line.
     """
     if period_end <= period_start:
         raise ValueError(
             f"The period ends ({period_end}) on or before it starts ({period_start})."
         )
-    counts = _period_counts(customer, period_start, period_end)
-    subscription = _subscription_of(customer, period_end)
+    total_counts = _period_counts(customer, period_start, period_end)
+    subscription = _subscription_of(customer, period_start, period_end)
     if subscription is None:
         return InvoicePreview(
-            customer, period_start, period_end, "usd", (), counts.cost
+            customer, period_start, period_end, "usd", (), total_counts.cost
         )
     expected = plans.period_containing(subscription.started_on, period_start)
     if (period_start, period_end) != expected:
@@ -102,27 +106,89 @@ def invoice_preview(
             f"{expected[0]} to {expected[1]}."
         )
     base_plan = plans.plan_on(subscription, period_start)
-    # NOTE: after a prorated change, the whole period's usage is priced with
-    # the new plan, and a hybrid plan's included executions are not prorated.
-    usage_plan = plans.plan_on(subscription, period_end - timedelta(days=1))
     lines = _base_lines(base_plan)
     lines += _proration_lines(subscription, period_start, period_end)
-    lines += _usage_lines(usage_plan, counts)
+    segments = usage_segments(subscription, period_start, period_end)
+    for segment in segments:
+        counts = _period_counts(customer, segment.start, segment.usage_end)
+        lines += _usage_lines(segment, counts, labelled=len(segments) > 1)
     return InvoicePreview(
         customer,
         period_start,
         period_end,
-        usage_plan.currency,
+        segments[-1].plan.currency,
         tuple(lines),
-        counts.cost,
+        total_counts.cost,
     )
 
 
-def _subscription_of(customer: Customer, period_end: date) -> Subscription | None:
-    """Return the customer's open subscription, else its latest, started before `period_end`."""
-    subscriptions = Subscription.objects.filter(
-        customer=customer, started_on__lt=period_end
-    ).select_related("plan")
+@dataclasses.dataclass(frozen=True)
+class UsageSegment:
+    """Days of a period billed for usage on one plan.
+
+    A period has one segment, unless a prorated plan change splits it at
+    the change's day. `share` is the segment's days over the period's:
+    a hybrid plan's included executions and a success-fee plan's minimum
+    monthly fee are prorated by it. Executions are counted from `start`
+    to `usage_end`, which is `end` unless the subscription ended earlier.
+    """
+
+    plan: Plan
+    start: date
+    end: date
+    usage_end: date
+    share: Decimal
+
+    @property
+    def label(self) -> str:
+        last_day = self.end - timedelta(days=1)
+        return f"{self.plan.name}, {self.start} to {last_day}"
+
+
+def usage_segments(
+    subscription: Subscription, period_start: date, period_end: date
+) -> list[UsageSegment]:
+    """Split the period at each prorated plan change made in it."""
+    change_days = sorted(
+        set(
+            subscription.changes.filter(
+                prorate=True,
+                effective_on__gt=period_start,
+                effective_on__lt=period_end,
+            ).values_list("effective_on", flat=True)
+        )
+    )
+    period_days = Decimal((period_end - period_start).days)
+    # Executions from the day the subscription ended on are not billed.
+    usage_stop = period_end
+    if subscription.ended_on is not None:
+        usage_stop = max(period_start, min(period_end, subscription.ended_on))
+    bounds = [period_start, *change_days, period_end]
+    return [
+        UsageSegment(
+            plan=plans.plan_on(subscription, start),
+            start=start,
+            end=end,
+            usage_end=max(start, min(end, usage_stop)),
+            share=Decimal((end - start).days) / period_days,
+        )
+        for start, end in itertools.pairwise(bounds)
+    ]
+
+
+def _subscription_of(
+    customer: Customer, period_start: date, period_end: date
+) -> Subscription | None:
+    """Return the customer's subscription billed in the period, if any.
+
+    That is its open subscription, else its latest one that started
+    before `period_end` and had not ended by `period_start`.
+    """
+    subscriptions = (
+        Subscription.objects.filter(customer=customer, started_on__lt=period_end)
+        .exclude(ended_on__lte=period_start)
+        .select_related("plan")
+    )
     open_subscription = subscriptions.exclude(
         status=Subscription.Status.CANCELED
     ).first()
@@ -206,14 +272,24 @@ def _proration_lines(
     return lines
 
 
-def _usage_lines(plan: Plan, counts: PeriodCounts) -> list[InvoiceLine]:
+def _usage_lines(
+    segment: UsageSegment, counts: PeriodCounts, *, labelled: bool
+) -> list[InvoiceLine]:
+    plan = segment.plan
     if plan.billing_model == Plan.BillingModel.USAGE:
-        return _usage_based_lines(plan, counts)
-    if plan.billing_model == Plan.BillingModel.SUCCESS_FEE:
-        return _success_fee_lines(plan, counts)
-    if plan.billing_model == Plan.BillingModel.HYBRID:
-        return _hybrid_lines(plan, counts)
-    return []
+        lines = _usage_based_lines(plan, counts)
+    elif plan.billing_model == Plan.BillingModel.SUCCESS_FEE:
+        lines = _success_fee_lines(plan, counts, segment.share)
+    elif plan.billing_model == Plan.BillingModel.HYBRID:
+        lines = _hybrid_lines(plan, counts, segment.share)
+    else:
+        lines = []
+    if not labelled:
+        return lines
+    return [
+        dataclasses.replace(line, description=f"{segment.label}: {line.description}")
+        for line in lines
+    ]
 
 
 def _usage_based_lines(plan: Plan, counts: PeriodCounts) -> list[InvoiceLine]:
@@ -235,7 +311,9 @@ def _usage_based_lines(plan: Plan, counts: PeriodCounts) -> list[InvoiceLine]:
     ]
 
 
-def _success_fee_lines(plan: Plan, counts: PeriodCounts) -> list[InvoiceLine]:
+def _success_fee_lines(
+    plan: Plan, counts: PeriodCounts, share: Decimal
+) -> list[InvoiceLine]:
     lines = []
     if plan.success_fee_kind == Plan.SuccessFeeKind.COMMISSION:
         if counts.outcomes:
@@ -255,15 +333,26 @@ def _success_fee_lines(plan: Plan, counts: PeriodCounts) -> list[InvoiceLine]:
             )
         )
     fees = sum((line.amount for line in lines), ZERO)
-    minimum = plan.minimum_monthly_fee
-    if minimum is not None and fees < minimum:
+    if plan.minimum_monthly_fee is None:
+        return lines
+    minimum = plans.round_line(plan.minimum_monthly_fee * share)
+    if fees < minimum:
         description = f"Top-up to the minimum monthly fee of {minimum}"
+        if share != 1:
+            description += f" (prorated from {plan.minimum_monthly_fee})"
         lines.append(_line("minimum_fee", description, 1, minimum - fees))
     return lines
 
 
-def _hybrid_lines(plan: Plan, counts: PeriodCounts) -> list[InvoiceLine]:
-    included = plan.included_executions
+def prorated_included(included: int, share: Decimal) -> int:
+    """Return the included executions of a share of a period, rounded half up."""
+    return int((included * share).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _hybrid_lines(
+    plan: Plan, counts: PeriodCounts, share: Decimal
+) -> list[InvoiceLine]:
+    included = prorated_included(plan.included_executions, share)
     lines = [
         _line(
             "executions",

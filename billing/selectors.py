@@ -10,14 +10,20 @@ fresh as the last rollup run (see `usage_rolled_up_until`).
 from __future__ import annotations
 
 import dataclasses
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.db import models
 from django.db.models import Q, Sum
 
 from agents.models import Workflow
-from billing.models import DailyUsage, MonthlyUsage, RollupCheckpoint
+from billing.models import (
+    DailyUsage,
+    MonthlyUsage,
+    PeriodRevenue,
+    PeriodStatement,
+    RollupCheckpoint,
+)
 from billing.rollups import (
     CHECKPOINT_NAME,
     USAGE_FIELDS,
@@ -201,3 +207,79 @@ def _sum_rows(rows: models.QuerySet, group: str | None) -> dict:
 
 def _by_cost(usage: dict) -> dict:
     return dict(sorted(usage.items(), key=lambda item: item[1].cost_usd, reverse=True))
+
+
+def daily_cost_by(
+    *, customer: Customer, start: date, end: date, group: str
+) -> tuple[list[date], dict[str, list[Decimal]]]:
+    """Return the days of the period and the customer's cost on each, per `group`.
+
+    `group` is "model" (the model that produced the messages) or
+    "workflow" (keyed by slug). Each series has one value per day, 0 on
+    days without usage, and the series come in order of their total cost,
+    highest first.
+    """
+    keys = {"model": "model", "workflow": "workflow__slug"}
+    if group not in keys:
+        raise ValueError(f"Invalid group {group!r}: expected 'model' or 'workflow'.")
+    if end < start:
+        raise ValueError(f"The period ends ({end}) before it starts ({start}).")
+    key = keys[group]
+    days = [start + timedelta(days=offset) for offset in range((end - start).days)]
+    position = {day: index for index, day in enumerate(days)}
+    rows = (
+        DailyUsage.objects.filter(customer=customer, day__gte=start, day__lt=end)
+        .order_by()
+        .values("day", key)
+        .annotate(cost=Sum("cost_usd"))
+    )
+    series: dict[str, list[Decimal]] = {}
+    for row in rows:
+        values = series.setdefault(row[key], [Decimal(0)] * len(days))
+        values[position[row["day"]]] += row["cost"]
+    ranked = sorted(series.items(), key=lambda item: (-sum(item[1]), item[0]))
+    return days, dict(ranked)
+
+
+def monthly_trend(*, months: list[date]) -> list[dict]:
+    """Return revenue and cost for each month in `months` (first days), in order.
+
+    Cost is the rolled-up cost of the calendar month. Revenue is that of
+    the billing periods starting in the month: the closed statements, and
+    for periods not closed yet the stored current revenue (see
+    `billing.revenue`). With subscriptions not anchored on the 1st, the
+    two cover slightly different days.
+    """
+    if not months:
+        return []
+    first, end = months[0], next_month_start(months[-1])
+    costs = dict(
+        MonthlyUsage.objects.filter(month__gte=first, month__lt=end)
+        .order_by()
+        .values("month")
+        .annotate(total=Sum("cost_usd"))
+        .values_list("month", "total")
+    )
+    revenue = {month: Decimal(0) for month in months}
+    closed = set()
+    statements = PeriodStatement.objects.filter(
+        period_start__gte=first, period_start__lt=end
+    ).values_list("customer_id", "period_start", "revenue_total")
+    for customer_id, period_start, total in statements:
+        revenue[month_start(period_start)] += total
+        closed.add((customer_id, period_start))
+    stored = PeriodRevenue.objects.filter(
+        period_start__gte=first, period_start__lt=end
+    ).values_list("customer_id", "period_start", "revenue")
+    for customer_id, period_start, total in stored:
+        if (customer_id, period_start) not in closed:
+            revenue[month_start(period_start)] += total
+    return [
+        {
+            "month": month,
+            "revenue": revenue[month],
+            "cost": costs.get(month) or Decimal(0),
+            "margin": revenue[month] - (costs.get(month) or Decimal(0)),
+        }
+        for month in months
+    ]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from agents.models import Execution
@@ -21,6 +22,7 @@ from billing.models import (
     Subscription,
     SubscriptionChange,
 )
+from billing.revenue import period_revenue_refresh
 from customers.models import Customer
 
 logger = logging.getLogger(__name__)
@@ -102,6 +104,50 @@ def subscription_create(*, customer: Customer, plan: Plan, start: date) -> Subsc
         start,
         plan.slug,
     )
+    period_revenue_refresh(customers=[customer])
+    return subscription
+
+
+@transaction.atomic
+def subscription_cancel(
+    *, subscription: Subscription, at: date, at_period_end: bool = True
+) -> Subscription:
+    """Cancel the subscription, at the end of the period containing `at` or on `at`.
+
+    At the period end (the default, as customers expect), the subscription
+    stays active and billed until then, and the period-close job marks it
+    canceled once that period is closed. Canceled on `at`, it ends at
+    once: that period's base charge stays whole, as Stripe leaves it
+    without a proration credit, and usage from `at` on is not billed.
+    Raises ValidationError for a subscription already canceled or a day
+    before it started.
+    """
+    subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
+    if subscription.status == Subscription.Status.CANCELED:
+        raise ValidationError(
+            {"subscription": f"Subscription {subscription.pk} is already canceled."}
+        )
+    if at < subscription.started_on:
+        raise ValidationError(
+            {
+                "at": f"{at} is before the subscription started on "
+                f"{subscription.started_on}."
+            }
+        )
+    if at_period_end:
+        subscription.cancel_at_period_end = True
+        subscription.ended_on = plans.period_containing(subscription.started_on, at)[1]
+    else:
+        subscription.status = Subscription.Status.CANCELED
+        subscription.ended_on = at
+    subscription.save(update_fields=["status", "cancel_at_period_end", "ended_on"])
+    logger.info(
+        "Subscription %s: %s canceled, ends on %s",
+        subscription.pk,
+        subscription.customer.slug,
+        subscription.ended_on,
+    )
+    period_revenue_refresh(customers=[subscription.customer])
     return subscription
 
 
@@ -122,6 +168,13 @@ def subscription_change_plan(
     if subscription.status == Subscription.Status.CANCELED:
         raise ValidationError(
             {"subscription": f"Subscription {subscription.pk} is canceled."}
+        )
+    if subscription.ended_on is not None and at >= subscription.ended_on:
+        raise ValidationError(
+            {
+                "at": f"Subscription {subscription.pk} ends on "
+                f"{subscription.ended_on}; it cannot change plan from {at}."
+            }
         )
     if not plan.is_active:
         raise ValidationError(
@@ -167,6 +220,7 @@ def subscription_change_plan(
         change.effective_on,
         prorate,
     )
+    period_revenue_refresh(customers=[subscription.customer])
     return change
 
 
@@ -196,6 +250,7 @@ def execution_record_outcome(*, execution: Execution, value_usd: Decimal) -> Exe
     execution.outcome_value_usd = field.clean(value_usd, execution)
     execution.save(update_fields=["outcome_value_usd"])
     logger.info("Execution %s: outcome value %s USD", execution.pk, value_usd)
+    period_revenue_refresh(customers=[execution.customer])
     return execution
 
 
@@ -252,41 +307,55 @@ def statement_close_period(
 
 
 def statements_close_ended_periods(*, today: date | None = None) -> int:
-    """Close every ended period of each active subscription, returning how many were new.
+    """Close every ended period of each billed subscription, returning how many were new.
 
-    Starts after the subscription's latest statement, so a daily run
-    only looks at recent periods, and a period closed before is skipped.
-    Also moves each subscription's current period forward to `today`.
+    Billed subscriptions are the active and past-due ones, and the
+    canceled ones whose last period has no statement yet. Starts after
+    the subscription's latest statement, so a daily run only looks at
+    recent periods, and a period closed before is skipped. Also moves
+    each subscription's current period forward to `today`, and marks a
+    subscription canceled at its period end once that end has come.
     """
     today = today or timezone.now().date()
     closed = 0
-    subscriptions = Subscription.objects.filter(
-        status=Subscription.Status.ACTIVE, started_on__lte=today
-    ).select_related("customer")
-    for subscription in subscriptions:
-        latest = (
-            PeriodStatement.objects.filter(
-                customer=subscription.customer,
-                period_start__gte=subscription.started_on,
-            )
-            .order_by("-period_end")
-            .first()
+    last_period_open = ~Exists(
+        PeriodStatement.objects.filter(
+            customer=OuterRef("customer"), period_end__gte=OuterRef("ended_on")
         )
-        start = latest.period_end if latest else subscription.started_on
-        for period_start, period_end in plans.periods_between(
-            subscription.started_on, start, today
-        ):
-            before = PeriodStatement.objects.filter(
-                customer=subscription.customer,
-                period_start=period_start,
-                period_end=period_end,
-            ).exists()
-            statement_close_period(
-                customer=subscription.customer,
-                period_start=period_start,
-                period_end=period_end,
+    )
+    subscriptions = (
+        Subscription.objects.filter(started_on__lte=today)
+        .filter(
+            Q(status__in=[Subscription.Status.ACTIVE, Subscription.Status.PAST_DUE])
+            | (
+                Q(ended_on__isnull=False, ended_on__gt=F("started_on"))
+                & last_period_open
             )
-            closed += not before
+        )
+        .select_related("customer")
+        .order_by("pk")
+    )
+    for subscription in subscriptions:
+        until = today
+        if subscription.ended_on is not None:
+            last_day = subscription.ended_on - timedelta(days=1)
+            if last_day >= subscription.started_on:
+                _, final_end = plans.period_containing(
+                    subscription.started_on, last_day
+                )
+                until = min(today, final_end)
+        closed += _close_periods_of(subscription, until)
+        if subscription.ended_on is not None and today >= subscription.ended_on:
+            if subscription.status != Subscription.Status.CANCELED:
+                Subscription.objects.filter(pk=subscription.pk).update(
+                    status=Subscription.Status.CANCELED
+                )
+                logger.info(
+                    "Subscription %s: ended on %s",
+                    subscription.pk,
+                    subscription.ended_on,
+                )
+            continue
         current = plans.period_containing(subscription.started_on, today)
         if current != (
             subscription.current_period_start,
@@ -295,4 +364,33 @@ def statements_close_ended_periods(*, today: date | None = None) -> int:
             Subscription.objects.filter(pk=subscription.pk).update(
                 current_period_start=current[0], current_period_end=current[1]
             )
+    return closed
+
+
+def _close_periods_of(subscription: Subscription, until: date) -> int:
+    """Close the subscription's periods that end by `until`; return how many were new."""
+    closed = 0
+    latest = (
+        PeriodStatement.objects.filter(
+            customer=subscription.customer,
+            period_start__gte=subscription.started_on,
+        )
+        .order_by("-period_end")
+        .first()
+    )
+    start = latest.period_end if latest else subscription.started_on
+    for period_start, period_end in plans.periods_between(
+        subscription.started_on, start, until
+    ):
+        before = PeriodStatement.objects.filter(
+            customer=subscription.customer,
+            period_start=period_start,
+            period_end=period_end,
+        ).exists()
+        statement_close_period(
+            customer=subscription.customer,
+            period_start=period_start,
+            period_end=period_end,
+        )
+        closed += not before
     return closed

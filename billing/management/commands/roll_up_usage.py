@@ -3,6 +3,7 @@ from datetime import date
 
 from django.core.management.base import BaseCommand
 
+from billing.revenue import period_revenue_refresh
 from billing.rollups import MonthProgress, roll_up_usage
 
 
@@ -10,7 +11,8 @@ class Command(BaseCommand):
     help = (
         "Recompute the daily and monthly usage rollups of the days whose API "
         "messages or executions changed since the last run. Safe to run at any "
-        "time: days are recomputed whole from the raw rows."
+        "time: days are recomputed whole from the raw rows. Then store each "
+        "customer's current period revenue for the customer margin list."
     )
 
     def add_arguments(self, parser):
@@ -48,6 +50,8 @@ class Command(BaseCommand):
                 f"updated, {changes.deleted} deleted, {changes.unchanged} unchanged"
             )
         self.stdout.write(f"Changes rolled up until: {result.high_water_mark}")
+        written = period_revenue_refresh()
+        self.stdout.write(f"Current period revenue stored for {written} customers")
 
     def print_progress(self, progress: MonthProgress):
         self.stdout.write(
