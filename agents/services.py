@@ -1,4 +1,4 @@
-"""Writes of the agents app: creating executions."""
+"""Writes of the agents app: creating and canceling executions."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, DecimalField, Q, Sum, Value
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from agents.models import TOKEN_COUNT_FIELDS, ApiMessage, Execution, Workflow
-from customers.models import Customer
+from agents.signals import execution_finished
+from customers.models import ApiKey, Customer
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +29,13 @@ def execution_create(
     model: str | None = None,
     max_turns: int | None = None,
     source: str = Execution.Source.LIVE,
+    metadata: dict | None = None,
+    idempotency_key: str = "",
+    api_key: ApiKey | None = None,
 ) -> Execution:
     """Create a queued execution of `workflow` for `customer`.
+
+    `metadata`, `idempotency_key` and `api_key` come from an API request.
 
     Raises ValidationError when the customer or workflow cannot run or the
     input is invalid.
@@ -61,6 +68,9 @@ def execution_create(
         requested_model=(model or "").strip() or workflow.model,
         max_turns=max_turns,
         source=source,
+        metadata=metadata or {},
+        idempotency_key=idempotency_key,
+        api_key=api_key,
     )
     logger.info(
         "Execution %s: created for customer %s, workflow %s",
@@ -94,4 +104,54 @@ def execution_refresh_totals(execution: Execution) -> Execution:
     for name, value in totals.items():
         setattr(execution, name, value)
     Execution.objects.filter(pk=execution.pk).update(**totals)
+    return execution
+
+
+CANCELED_BEFORE_START = "Canceled by the customer before it started."
+
+
+class ExecutionFinished(Exception):
+    """Raised on a request to change an execution that has already finished."""
+
+
+@transaction.atomic
+def execution_cancel(*, execution: Execution) -> Execution:
+    """Cancel `execution`: end a queued one now, ask the runner to stop a running one.
+
+    A queued execution ends `interrupted` at once and never runs: a worker
+    that claims it later finds it finished. A running one gets
+    `cancel_requested_at`, which its heartbeat thread reads within
+    AGENTMARGIN_CANCEL_POLL_SECONDS. The runner then interrupts the SDK
+    client and ends the run `interrupted`, keeping everything recorded.
+    Asking again changes nothing. Raises ExecutionFinished for an
+    execution that has finished.
+    """
+    execution = Execution.objects.select_for_update().get(pk=execution.pk)
+    if execution.is_finished:
+        raise ExecutionFinished(
+            f"Execution {execution.pk} has already finished ({execution.status}); "
+            "there is nothing to cancel."
+        )
+    now = timezone.now()
+    if execution.cancel_requested_at is None:
+        execution.cancel_requested_at = now
+    if execution.status != Execution.Status.QUEUED:
+        execution.save(update_fields=["cancel_requested_at"])
+        logger.info("Execution %s: cancel requested while running", execution.pk)
+        return execution
+    execution.status = Execution.Status.INTERRUPTED
+    execution.finished_at = now
+    execution.error = CANCELED_BEFORE_START
+    execution.save(
+        update_fields=["cancel_requested_at", "status", "finished_at", "error"]
+    )
+    logger.info("Execution %s: canceled before it started", execution.pk)
+    execution_id = execution.pk
+    transaction.on_commit(
+        lambda: execution_finished.send(
+            sender=Execution,
+            execution_id=execution_id,
+            status=Execution.Status.INTERRUPTED,
+        )
+    )
     return execution
