@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import redis
 from django.conf import settings
@@ -141,11 +141,15 @@ class ExecutionEventStream:
         keepalive_seconds: float,
         max_seconds: float,
         clock=time.monotonic,
+        event_filter: Callable[[dict], dict] | None = None,
     ):
         self.execution_id = execution_id
         self.keepalive_seconds = keepalive_seconds
         self.max_seconds = max_seconds
         self.clock = clock
+        # Applied to every event before it is sent, e.g. to drop fields a
+        # customer must not see.
+        self.event_filter = event_filter
         # The furthest state sent of each message, by message id.
         self.sent_progress: dict[str, tuple] = {}
 
@@ -160,7 +164,7 @@ class ExecutionEventStream:
                 return
             yield from self._stored_messages(finished=execution.is_finished)
             if execution.is_finished:
-                yield format_event(live.finished_event(execution))
+                yield self._format(live.finished_event(execution))
                 return
             if pubsub is None:
                 # Without Redis the client reconnects after the retry delay
@@ -171,6 +175,11 @@ class ExecutionEventStream:
         finally:
             if pubsub is not None:
                 pubsub.close()
+
+    def _format(self, event: dict) -> str:
+        if self.event_filter is not None:
+            event = self.event_filter(event)
+        return format_event(event)
 
     def _subscribe(self) -> redis.client.PubSub | None:
         try:
@@ -200,7 +209,7 @@ class ExecutionEventStream:
                     return
                 if execution.is_finished:
                     yield from self._stored_messages(finished=True)
-                    yield format_event(live.finished_event(execution))
+                    yield self._format(live.finished_event(execution))
                     return
                 _release_database_connection()
                 next_check = now + self.keepalive_seconds
@@ -224,10 +233,10 @@ class ExecutionEventStream:
             if event.get("type") == "execution_finished":
                 # Messages settled at the finish are complete now.
                 yield from self._stored_messages(finished=True)
-                yield format_event(event)
+                yield self._format(event)
                 return
             if event.get("type") == "api_message" and self._moves_forward(event):
-                yield format_event(event)
+                yield self._format(event)
 
     def _decode(self, message: dict | None) -> dict | None:
         if message is None or message.get("type") != "message":
@@ -246,7 +255,7 @@ class ExecutionEventStream:
     def _stored_messages(self, *, finished: bool) -> Iterator[str]:
         for event in live.stored_message_events(self.execution_id, finished=finished):
             if self._moves_forward(event):
-                yield format_event(event)
+                yield self._format(event)
 
     def _moves_forward(self, event: dict) -> bool:
         """Record and return whether `event` is further on than what was sent.
