@@ -135,10 +135,14 @@ def transcript_import(
             "`claude -p --output-format stream-json --verbose`."
         )
     clock = TranscriptClock(recorded_at)
-    execution, created = _find_or_create_execution(
-        customer, workflow, first, recorded_at
+    execution, created = execution_for_session(
+        customer=customer,
+        workflow=workflow,
+        session_id=first["session_id"],
+        model=first.get("model") or workflow.model,
+        recorded_at=recorded_at,
     )
-    with _import_lock(execution.pk):
+    with import_lock(execution.pk):
         return _import_lines(
             execution,
             created,
@@ -151,7 +155,7 @@ def transcript_import(
 
 
 @contextlib.contextmanager
-def _import_lock(execution_id: int):
+def import_lock(execution_id: int):
     """Hold a session lock on the execution while it is imported.
 
     Two imports of one transcript at once would otherwise both insert the
@@ -199,8 +203,8 @@ def _import_lines(execution, created, lines, path, clock, line_timestamps, liste
         )
     recorder.finish()
     if created:
-        _date_from_messages(execution)
-    _mark_simulated(execution)
+        date_from_messages(execution)
+    mark_simulated(execution)
     logger.info(
         "Execution %s: imported %s (%d lines, %d skipped)",
         execution.pk,
@@ -211,19 +215,36 @@ def _import_lines(execution, created, lines, path, clock, line_timestamps, liste
     return report
 
 
-def _find_or_create_execution(customer, workflow, first: dict, recorded_at: datetime):
+# The prompt stored on an execution recorded from a stream-json transcript.
+TRANSCRIPT_PROMPT = "(imported transcript)"
+
+
+def execution_for_session(
+    *,
+    customer: Customer,
+    workflow: Workflow,
+    session_id: str,
+    model: str,
+    recorded_at: datetime,
+    prompt: str = TRANSCRIPT_PROMPT,
+) -> tuple[Execution, bool]:
+    """Return the imported execution of `session_id`, creating it when new.
+
+    Return it with True when it was created. Raise TranscriptError when the
+    session was imported for another customer or workflow.
+    """
+    arguments = (customer, workflow, session_id, model, recorded_at, prompt)
     try:
-        return _find_or_create_execution_once(customer, workflow, first, recorded_at)
+        return _find_or_create_execution_once(*arguments)
     except IntegrityError:
         # Another import of the same session created it first; use that one.
-        return _find_or_create_execution_once(customer, workflow, first, recorded_at)
+        return _find_or_create_execution_once(*arguments)
 
 
 @transaction.atomic
 def _find_or_create_execution_once(
-    customer, workflow, first: dict, recorded_at: datetime
+    customer, workflow, session_id: str, model: str, recorded_at: datetime, prompt
 ):
-    session_id = first["session_id"]
     execution = (
         Execution.objects.select_for_update()
         .select_related("customer", "workflow")
@@ -242,9 +263,9 @@ def _find_or_create_execution_once(
     execution = Execution.objects.create(
         customer=customer,
         workflow=workflow,
-        prompt="(imported transcript)",
+        prompt=prompt,
         source=Execution.Source.IMPORTED,
-        requested_model=first.get("model") or workflow.model,
+        requested_model=model,
         sdk_session_id=session_id,
         started_at=recorded_at,
     )
@@ -254,7 +275,7 @@ def _find_or_create_execution_once(
     return execution, True
 
 
-def _date_from_messages(execution: Execution) -> None:
+def date_from_messages(execution: Execution) -> None:
     """Date a new import by its first message, so it counts on the day it ran."""
     first = (
         ApiMessage.objects.filter(execution=execution).order_by("arrived_at").first()
@@ -266,7 +287,7 @@ def _date_from_messages(execution: Execution) -> None:
         execution.created_at = execution.started_at = first.arrived_at
 
 
-def _mark_simulated(execution: Execution) -> None:
+def mark_simulated(execution: Execution) -> None:
     """Flag an imported run whose responses all came from the local simulator."""
     messages = ApiMessage.objects.filter(execution=execution)
     simulated = (

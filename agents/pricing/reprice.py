@@ -1,9 +1,10 @@
-"""Price stored API messages that had no known price when they were recorded."""
+"""Price stored API messages again: those that had no price, or a whole period's."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from django.db import transaction
@@ -194,3 +195,94 @@ def _update_execution_cost(execution: Execution) -> None:
     else:
         execution.cost_difference_usd = execution.cost_usd - execution.reported_cost_usd
     execution.save(update_fields=["cost_usd", "unpriced", "cost_difference_usd"])
+
+
+@dataclass(frozen=True)
+class PeriodRepriceResult:
+    """Counts of one reprice_period run."""
+
+    messages_checked: int
+    messages_changed: int
+    executions_updated: int
+    # Executions still running, whose messages were left alone.
+    executions_running: int
+
+
+def reprice_period(*, start: datetime, end: datetime) -> PeriodRepriceResult:
+    """Price again every message that arrived in [start, end) with today's price table.
+
+    Each message is priced at the rates valid at its `arrived_at`, so a
+    ModelPrice row added or corrected since it was recorded applies. Changed
+    messages get a new `updated_at`, which makes the usage rollup recompute
+    their day. Messages of running executions are left alone, because their
+    recorder would write its own totals back.
+    """
+    overrides.clear_cache()
+    in_period = ApiMessage.objects.filter(arrived_at__gte=start, arrived_at__lt=end)
+    execution_ids = sorted(
+        set(
+            in_period.exclude(execution__status=Execution.Status.RUNNING)
+            .values_list("execution_id", flat=True)
+            .distinct()
+        )
+    )
+    checked = changed = updated = 0
+    for execution_id in execution_ids:
+        outcome = _reprice_execution_period(execution_id, start, end)
+        checked += outcome[0]
+        changed += outcome[1]
+        updated += 1 if outcome[1] else 0
+    running = in_period.filter(execution__status=Execution.Status.RUNNING)
+    result = PeriodRepriceResult(
+        messages_checked=checked,
+        messages_changed=changed,
+        executions_updated=updated,
+        executions_running=running.values("execution_id").distinct().count(),
+    )
+    logger.info(
+        "Repriced messages from %s to %s: %s checked, %s changed, %s executions "
+        "updated, %s running left alone",
+        start.isoformat(),
+        end.isoformat(),
+        result.messages_checked,
+        result.messages_changed,
+        result.executions_updated,
+        result.executions_running,
+    )
+    return result
+
+
+@transaction.atomic
+def _reprice_execution_period(
+    execution_id: int, start: datetime, end: datetime
+) -> tuple[int, int]:
+    """Reprice one execution's messages of the period; return (checked, changed)."""
+    execution = Execution.objects.select_for_update().filter(pk=execution_id).first()
+    if execution is None or execution.status == Execution.Status.RUNNING:
+        return 0, 0
+    messages = list(
+        ApiMessage.objects.filter(
+            execution=execution, arrived_at__gte=start, arrived_at__lt=end
+        ).order_by("pk")
+    )
+    now = timezone.now()
+    changed = []
+    for message in messages:
+        quote = price_usage(message.model, _usage_of(message), message.arrived_at)
+        if (quote.cost_usd, quote.source, quote.version) == (
+            message.cost_usd,
+            message.price_source,
+            message.price_version,
+        ):
+            continue
+        message.cost_usd = quote.cost_usd
+        message.price_source = quote.source
+        message.price_version = quote.version
+        message.updated_at = now
+        changed.append(message)
+    if changed:
+        ApiMessage.objects.bulk_update(
+            changed, ["cost_usd", "price_source", "price_version", "updated_at"]
+        )
+        _update_execution_cost(execution)
+    return len(messages), len(changed)

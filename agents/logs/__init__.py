@@ -1,0 +1,1 @@
+"""Import of Claude Code session logs (`~/.claude/projects/*/*.jsonl`)."""

@@ -1,0 +1,1 @@
+"""Reconciliation of our recorded costs with Anthropic's usage and cost reports."""

@@ -1,0 +1,1 @@
+"""A local fake of Anthropic's usage and cost report endpoints, for tests."""
