@@ -5,7 +5,7 @@ from django.core.management import call_command
 
 from agents.models import Workflow
 from billing.models import Plan, Subscription
-from customers.models import Customer
+from customers.models import Customer, Membership
 
 pytestmark = pytest.mark.django_db
 
@@ -35,3 +35,21 @@ def test_seed_demo_twice_keeps_rows():
     assert "subscription acme: created on plan demo-hybrid" in first
     assert "plan demo-hybrid: updated" in second
     assert "subscription globex: kept" in second
+
+
+def test_seed_demo_logins_only_in_debug(settings, client):
+    settings.DEBUG = False
+    seed()
+    assert not Membership.objects.exists()
+
+    settings.DEBUG = True
+    first = seed()
+    second = seed()
+    assert "portal user owner@acme.example: created" in first
+    assert "portal user owner@acme.example: kept" in second
+    membership = Membership.objects.get()
+    assert membership.customer.slug == "acme"
+    assert membership.role == Membership.Role.OWNER
+    assert membership.email_verified_at is not None
+    assert client.login(username="owner@acme.example", password="acme-demo")
+    assert client.get("/portal/").status_code == 200

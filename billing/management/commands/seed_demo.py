@@ -9,7 +9,8 @@ from django.utils import timezone
 from agents.models import Workflow
 from billing.models import Plan, Subscription
 from billing.services import subscription_create
-from customers.models import Customer
+from customers.models import Customer, Membership
+from customers.services import membership_create, membership_verify_email
 
 CUSTOMERS = [
     {
@@ -88,13 +89,16 @@ SUBSCRIPTIONS = {"acme": "demo-hybrid", "globex": "demo-usage"}
 
 DEMO_STAFF_USERNAME = "admin"
 DEMO_STAFF_PASSWORD = "admin"
+# A verified portal owner of acme, created in DEBUG only.
+DEMO_PORTAL_EMAIL = "owner@acme.example"
+DEMO_PORTAL_PASSWORD = "acme-demo"
 
 
 class Command(BaseCommand):
     help = (
         "Create or update the demo customers, workflows and plans, and subscribe "
-        "the demo customers; in DEBUG, also a staff user admin/admin. Safe to "
-        "run again."
+        "the demo customers; in DEBUG, also a staff user admin/admin and a "
+        f"portal user {DEMO_PORTAL_EMAIL}/{DEMO_PORTAL_PASSWORD}. Safe to run again."
     )
 
     @transaction.atomic
@@ -115,6 +119,7 @@ class Command(BaseCommand):
         self._seed_subscriptions()
         if settings.DEBUG:
             self._ensure_staff_user()
+            self._ensure_portal_user()
 
     def _seed_plans(self):
         for values in PLANS:
@@ -159,4 +164,23 @@ class Command(BaseCommand):
         self.stdout.write(
             f"staff user {DEMO_STAFF_USERNAME}: {'created' if created else 'kept'} "
             "(password 'admin' when created; development only)"
+        )
+
+    def _ensure_portal_user(self):
+        user_model = get_user_model()
+        user, created = user_model.objects.get_or_create(
+            username=DEMO_PORTAL_EMAIL, defaults={"email": DEMO_PORTAL_EMAIL}
+        )
+        if created:
+            user.set_password(DEMO_PORTAL_PASSWORD)
+            user.save()
+            membership = membership_create(
+                user=user,
+                customer=Customer.objects.get(slug="acme"),
+                role=Membership.Role.OWNER,
+            )
+            membership_verify_email(membership=membership)
+        self.stdout.write(
+            f"portal user {DEMO_PORTAL_EMAIL}: {'created' if created else 'kept'} "
+            f"(password '{DEMO_PORTAL_PASSWORD}' when created; development only)"
         )
