@@ -203,20 +203,29 @@ class StreamRecorder:
         )
 
     def finish(
-        self, *, error: BaseException | str | None = None, interrupted: bool = False
+        self,
+        *,
+        error: BaseException | str | None = None,
+        interrupted: bool = False,
+        budget_exceeded: bool = False,
     ) -> Execution:
         """Close the execution: settle unfinished responses, set its final status.
 
         `interrupted` means the run was stopped from outside (a timeout, a
         budget stop, a shutdown). Without a result message the status is
         `interrupted` for such a stop and for a stream that simply ended,
-        and `failed` when `error` is given.
+        and `failed` when `error` is given. `budget_exceeded` means the
+        runner stopped the run because its recorded cost went above its
+        budget, and the status is then `budget_exceeded` whatever the
+        result says.
         """
         for state in self.messages.values():
             if not state.complete:
                 self._settle_incomplete(state)
         execution = self.execution
-        execution.status = self._final_status(error=error, interrupted=interrupted)
+        execution.status = self._final_status(
+            error=error, interrupted=interrupted, budget_exceeded=budget_exceeded
+        )
         execution.finished_at = self.clock()
         if error:
             # The caller's reason (a timeout, a stop) comes first; the CLI's
@@ -545,7 +554,11 @@ class StreamRecorder:
         )
         self._price_and_store(state, previous=None)
 
-    def _final_status(self, *, error, interrupted: bool) -> str:
+    def _final_status(
+        self, *, error, interrupted: bool, budget_exceeded: bool = False
+    ) -> str:
+        if budget_exceeded:
+            return Execution.Status.BUDGET_EXCEEDED
         result = self.result
         if result is not None:
             status = RESULT_STATUSES.get(result.subtype)
