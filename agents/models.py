@@ -47,6 +47,7 @@ class Workflow(models.Model):
         decimal_places=4,
         null=True,
         blank=True,
+        validators=[MinValueValidator(Decimal("0.0001"))],
         help_text="Passed to the SDK as max_budget_usd. Empty means no per-run limit.",
     )
     is_active = models.BooleanField(default=True)
@@ -54,6 +55,13 @@ class Workflow(models.Model):
 
     class Meta:
         ordering = ["slug"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(per_run_budget_usd__gt=0)
+                | models.Q(per_run_budget_usd__isnull=True),
+                name="workflow_run_budget_positive",
+            ),
+        ]
 
     def __str__(self):
         return self.name

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from datetime import UTC, date, datetime, time
-from decimal import Decimal
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.db import transaction
@@ -137,6 +137,14 @@ def budget_status(customer: Customer, *, now: datetime | None = None) -> BudgetS
     )
 
 
+def budget_used_text(spent: Decimal, budget: Decimal) -> str:
+    """Return the share of `budget` that `spent` uses, as a whole percent."""
+    if budget <= 0:
+        return "wholly"
+    percent = (spent * 100 / budget).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    return f"{percent}%"
+
+
 def reservation_amount(execution: Execution) -> Decimal:
     """Return the worst-case cost of `execution`: its per-run budget, or the default."""
     per_run = execution.workflow.per_run_budget_usd
@@ -171,13 +179,24 @@ def reservation_admit(execution: Execution) -> Rejection | None:
         exclude_execution_id=execution.pk,
     )
     if spent + amount > budget:
+        # The reason reaches customers (API, portal), who never see our
+        # cost, so it gives the share used; the amounts go to the log.
+        logger.info(
+            "Execution %s: rejected, customer %s has used %s of its budget %s "
+            "and the run needs up to %s",
+            execution.pk,
+            customer.slug,
+            spent,
+            budget,
+            amount,
+        )
+        last_day = end - timedelta(days=1)
         return Rejection(
             reason=(
-                f"Customer {customer.slug} has used ${usd(spent)} of its "
-                f"${usd(budget)} budget for {start} to {end} (recorded cost plus "
-                f"runs in progress). This run needs up to ${usd(amount)}, which "
-                "would go over the budget, so it was not started. Raise the "
-                "customer's monthly budget or wait for the next period."
+                f"The monthly budget for {start} to {last_day} is "
+                f"{budget_used_text(spent, budget)} used (finished runs plus runs "
+                "in progress), and this run could take it over, so it was not "
+                "started. Raise the monthly budget or wait for the next period."
             )
         )
     BudgetReservation.objects.create(

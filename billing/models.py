@@ -2,6 +2,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 
 from customers.models import Customer
@@ -534,6 +535,7 @@ class Plan(models.Model):
         decimal_places=2,
         null=True,
         blank=True,
+        validators=[MinValueValidator(Decimal(0))],
         help_text=(
             "Hard spend limit per billing period for subscribers whose own "
             "monthly budget is empty. Empty means no limit."
@@ -545,6 +547,11 @@ class Plan(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
+            models.CheckConstraint(
+                condition=models.Q(default_monthly_budget_usd__isnull=True)
+                | models.Q(default_monthly_budget_usd__gte=0),
+                name="plan_default_budget_not_negative",
+            ),
             models.CheckConstraint(
                 condition=models.Q(
                     billing_model__in=["subscription", "usage", "success_fee", "hybrid"]

@@ -1,4 +1,7 @@
+from decimal import Decimal
+
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 
 
@@ -28,6 +31,7 @@ class Customer(models.Model):
         decimal_places=2,
         null=True,
         blank=True,
+        validators=[MinValueValidator(Decimal(0))],
         help_text=(
             "Hard spend limit per billing period in USD: runs that would go over "
             "it are rejected. Empty means the plan's default budget, or no limit."
@@ -39,6 +43,7 @@ class Customer(models.Model):
         decimal_places=2,
         null=True,
         blank=True,
+        validators=[MinValueValidator(Decimal(0))],
         help_text=(
             "Spend per billing period in USD above which staff are alerted. "
             "Runs go on. Empty means no soft budget."
@@ -47,6 +52,18 @@ class Customer(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(monthly_budget_usd__gte=0)
+                | models.Q(monthly_budget_usd__isnull=True),
+                name="customer_budget_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(monthly_soft_budget_usd__gte=0)
+                | models.Q(monthly_soft_budget_usd__isnull=True),
+                name="customer_soft_budget_not_negative",
+            ),
+        ]
 
     def __str__(self):
         return self.name

@@ -88,7 +88,8 @@ def test_concurrent_starts_admit_two(settings):
     for execution in rejected:
         assert execution.started_at is None
         assert execution.api_message_count == 0
-        assert "would go over the budget" in execution.error
+        assert "this run could take it over, so it was not started" in execution.error
+        assert "$" not in execution.error
     assert BudgetReservation.objects.count() == 2
     assert not BudgetReservation.objects.filter(released_at__isnull=True).exists()
     start, end = this_period(customer)
@@ -134,7 +135,8 @@ def test_plan_default_budget_applies():
 
     assert claim is Claim.REJECTED
     assert execution.status == Execution.Status.BUDGET_EXCEEDED
-    assert "$0.95 of its $1.00 budget" in execution.error
+    assert "is 95% used" in execution.error
+    assert "$" not in execution.error
     assert budget_status(customer).limits.hard_source == "plan"
 
 
