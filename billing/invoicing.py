@@ -86,7 +86,7 @@ def invoice_preview(
     effect on the day of each execution: a prorated change splits the
     period into segments (`usage_segments`), each billed on its own plan.
     A customer with no subscription, or whose subscription ended before
-    the period, gets no line.
+    the period or started after its first day, gets no line.
     """
     if period_end <= period_start:
         raise ValueError(
@@ -127,10 +127,12 @@ class UsageSegment:
     """Days of a period billed for usage on one plan.
 
     A period has one segment, unless a prorated plan change splits it at
-    the change's day. `share` is the segment's days over the period's:
-    a hybrid plan's included executions and a success-fee plan's minimum
-    monthly fee are prorated by it. Executions are counted from `start`
-    to `usage_end`, which is `end` unless the subscription ended earlier.
+    the change's day. `share` is the segment's days over the period's,
+    and a success-fee plan's minimum monthly fee is prorated by it.
+    `included` is the segment's part of its hybrid plan's included
+    executions (see `split_included`). Executions are counted from
+    `start` to `usage_end`, which is `end` unless the subscription ended
+    earlier.
     """
 
     plan: Plan
@@ -138,6 +140,7 @@ class UsageSegment:
     end: date
     usage_end: date
     share: Decimal
+    included: int = 0
 
     @property
     def label(self) -> str:
@@ -164,7 +167,7 @@ def usage_segments(
     if subscription.ended_on is not None:
         usage_stop = max(period_start, min(period_end, subscription.ended_on))
     bounds = [period_start, *change_days, period_end]
-    return [
+    segments = [
         UsageSegment(
             plan=plans.plan_on(subscription, start),
             start=start,
@@ -174,6 +177,13 @@ def usage_segments(
         )
         for start, end in itertools.pairwise(bounds)
     ]
+    exact = [
+        (segment.plan.included_executions or 0) * segment.share for segment in segments
+    ]
+    return [
+        dataclasses.replace(segment, included=included)
+        for segment, included in zip(segments, split_included(exact), strict=True)
+    ]
 
 
 def _subscription_of(
@@ -181,18 +191,27 @@ def _subscription_of(
 ) -> Subscription | None:
     """Return the customer's subscription billed in the period, if any.
 
-    That is its open subscription, else its latest one that started
-    before `period_end` and had not ended by `period_start`.
+    Among the subscriptions that started before `period_end` and had not
+    ended by `period_start`, that is the one whose billing periods include
+    this one (a customer who canceled and subscribed again has one of
+    each), else its open one, else its latest, of those started by
+    `period_start`.
     """
     subscriptions = (
         Subscription.objects.filter(customer=customer, started_on__lt=period_end)
         .exclude(ended_on__lte=period_start)
         .select_related("plan")
     )
-    open_subscription = subscriptions.exclude(
-        status=Subscription.Status.CANCELED
-    ).first()
-    return open_subscription or subscriptions.order_by("-started_on", "-id").first()
+    for subscription in subscriptions.order_by("-started_on", "-id"):
+        if subscription.started_on <= period_start and plans.period_containing(
+            subscription.started_on, period_start
+        ) == (period_start, period_end):
+            return subscription
+    # A subscription that starts inside the period bills from its own
+    # start, in its own periods, so it has nothing to bill here.
+    started = subscriptions.filter(started_on__lte=period_start)
+    open_subscription = started.exclude(status=Subscription.Status.CANCELED).first()
+    return open_subscription or started.order_by("-started_on", "-id").first()
 
 
 def _period_counts(
@@ -281,7 +300,7 @@ def _usage_lines(
     elif plan.billing_model == Plan.BillingModel.SUCCESS_FEE:
         lines = _success_fee_lines(plan, counts, segment.share)
     elif plan.billing_model == Plan.BillingModel.HYBRID:
-        lines = _hybrid_lines(plan, counts, segment.share)
+        lines = _hybrid_lines(plan, counts, segment.share, segment.included)
     else:
         lines = []
     if not labelled:
@@ -344,15 +363,27 @@ def _success_fee_lines(
     return lines
 
 
-def prorated_included(included: int, share: Decimal) -> int:
-    """Return the included executions of a share of a period, rounded half up."""
-    return int((included * share).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+def split_included(exact: list[Decimal]) -> list[int]:
+    """Return whole included executions for each segment's exact prorated share.
+
+    The parts add up to the exact total rounded half up, so a period split
+    in two never includes more executions than it would whole: each part
+    is rounded down, and the executions left go to the parts with the
+    largest fractions, the earlier first on a tie.
+    """
+    total = int(sum(exact, ZERO).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    parts = [int(value) for value in exact]
+    by_fraction = sorted(
+        range(len(exact)), key=lambda index: (-(exact[index] - parts[index]), index)
+    )
+    for index in by_fraction[: max(0, total - sum(parts))]:
+        parts[index] += 1
+    return parts
 
 
 def _hybrid_lines(
-    plan: Plan, counts: PeriodCounts, share: Decimal
+    plan: Plan, counts: PeriodCounts, share: Decimal, included: int
 ) -> list[InvoiceLine]:
-    included = prorated_included(plan.included_executions, share)
     lines = [
         _line(
             "executions",

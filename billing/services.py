@@ -160,9 +160,10 @@ def subscription_change_plan(
     Proration works like Stripe's, which credits the unused time of the
     old price and charges the remaining time of the new one, but counts
     whole days. Each amount is price * remaining days / days in the
-    period, rounded to cents once. The remaining days run from `at` to the end of
-    the period, so a change on the period's first day credits and charges
-    the whole month.
+    period, rounded to cents once. The remaining days run from `at` to
+    the end of the period. A prorated change on the period's first day
+    puts the whole period on the new plan, with no credit or charge. A
+    change still waiting for the next period is replaced by this one.
     """
     subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
     if subscription.status == Subscription.Status.CANCELED:
@@ -186,18 +187,29 @@ def subscription_change_plan(
                 "at": f"{at} is before the subscription started on {subscription.started_on}."
             }
         )
+    # A later decision replaces a change still waiting for its period.
+    superseded, _ = subscription.changes.filter(
+        prorate=False, effective_on__gt=at
+    ).delete()
     old_plan = plans.plan_on(subscription, at)
     if old_plan.pk == plan.pk:
         raise ValidationError(
             {"plan": f"The subscription is already on plan {plan.slug}."}
         )
     period_start, period_end = plans.period_containing(subscription.started_on, at)
+    if prorate and at == period_start:
+        # Nothing of the period has been used yet: the new plan simply
+        # takes the whole period, with no credit or charge.
+        prorate = False
+        effective_on = period_start
+    else:
+        effective_on = at if prorate else period_end
     change = SubscriptionChange(
         subscription=subscription,
         from_plan=old_plan,
         to_plan=plan,
         prorate=prorate,
-        effective_on=at if prorate else period_end,
+        effective_on=effective_on,
         period_start=period_start,
         period_end=period_end,
     )
@@ -213,12 +225,14 @@ def subscription_change_plan(
     subscription.plan = plan
     subscription.save(update_fields=["plan"])
     logger.info(
-        "Subscription %s: plan %s to %s from %s (prorated: %s)",
+        "Subscription %s: plan %s to %s from %s (prorated: %s, %s waiting "
+        "change replaced)",
         subscription.pk,
         old_plan.slug,
         plan.slug,
         change.effective_on,
         prorate,
+        superseded,
     )
     period_revenue_refresh(customers=[subscription.customer])
     return change
@@ -344,7 +358,17 @@ def statements_close_ended_periods(*, today: date | None = None) -> int:
                     subscription.started_on, last_day
                 )
                 until = min(today, final_end)
-        closed += _close_periods_of(subscription, until)
+        try:
+            closed += _close_periods_of(subscription, until)
+        except Exception:
+            # One subscription's fault must not keep the others' periods open.
+            logger.exception(
+                "Subscription %s: closing its periods up to %s failed; the next "
+                "run tries again",
+                subscription.pk,
+                until,
+            )
+            continue
         if subscription.ended_on is not None and today >= subscription.ended_on:
             if subscription.status != Subscription.Status.CANCELED:
                 Subscription.objects.filter(pk=subscription.pk).update(
@@ -370,14 +394,14 @@ def statements_close_ended_periods(*, today: date | None = None) -> int:
 def _close_periods_of(subscription: Subscription, until: date) -> int:
     """Close the subscription's periods that end by `until`; return how many were new."""
     closed = 0
-    latest = (
-        PeriodStatement.objects.filter(
-            customer=subscription.customer,
-            period_start__gte=subscription.started_on,
-        )
-        .order_by("-period_end")
-        .first()
+    # Statements of this subscription only: a later subscription of the
+    # same customer starts on or after this one's end.
+    statements = PeriodStatement.objects.filter(
+        customer=subscription.customer, period_start__gte=subscription.started_on
     )
+    if subscription.ended_on is not None:
+        statements = statements.filter(period_start__lt=subscription.ended_on)
+    latest = statements.order_by("-period_end").first()
     start = latest.period_end if latest else subscription.started_on
     for period_start, period_end in plans.periods_between(
         subscription.started_on, start, until

@@ -12,7 +12,6 @@ from agents.models import Execution
 from billing.invoicing import (
     _subscription_of,
     invoice_preview,
-    prorated_included,
     usage_segments,
 )
 from billing.margins import FIXED_LINE_KINDS, customer_period, elapsed_fraction
@@ -105,10 +104,7 @@ def customer_usage(
             if segment.plan.billing_model == Plan.BillingModel.HYBRID
         ]
         if hybrid:
-            included = sum(
-                prorated_included(segment.plan.included_executions, segment.share)
-                for segment in hybrid
-            )
+            included = sum(segment.included for segment in hybrid)
     total = sum((Decimal(line["amount"]) for line in lines), ZERO)
     fixed = sum(
         (Decimal(line["amount"]) for line in lines if line["kind"] in FIXED_LINE_KINDS),

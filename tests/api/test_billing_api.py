@@ -70,7 +70,61 @@ def test_outcome_of_running_execution_409(client, customer):
     assert response.json()["error"]["code"] == "execution_not_finished"
 
 
-@pytest.mark.parametrize("value", ["-1", "1.005", "abc", None])
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ("12.50", "12.50"),
+        ("12.5", "12.50"),
+        ("0", "0.00"),
+        ("007", "7.00"),
+        (12, "12.00"),
+        (0, "0.00"),
+    ],
+)
+def test_outcome_plain_amounts_accepted(client, customer, value, stored):
+    execution = ExecutionFactory(customer=customer, status=Execution.Status.SUCCEEDED)
+    response = client.post(
+        f"/api/v1/executions/{execution.pk}/outcome",
+        {"value_usd": value},
+        format="json",
+    )
+    assert response.status_code == 200
+    assert response.json()["outcome_value_usd"] == stored
+    execution.refresh_from_db()
+    assert execution.outcome_value_usd == D(stored)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "-1",
+        "1.005",
+        "abc",
+        None,
+        12.5,
+        0.1,
+        12.0,
+        "1_000",
+        "\uff19",
+        "\u0669",
+        "-0",
+        "+1",
+        "1e3",
+        " 12",
+        "12\n",
+        "1.",
+        ".5",
+        "1,000",
+        "NaN",
+        "Infinity",
+        "",
+        -1,
+        True,
+        [12],
+        {"amount": "12"},
+        "1" * 13,
+    ],
+)
 def test_outcome_invalid_value(client, customer, value):
     execution = ExecutionFactory(customer=customer, status=Execution.Status.SUCCEEDED)
     response = client.post(
@@ -79,6 +133,7 @@ def test_outcome_invalid_value(client, customer, value):
         format="json",
     )
     assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_request"
     assert response.json()["error"]["field"] == "value_usd"
     execution.refresh_from_db()
     assert execution.outcome_value_usd is None
@@ -303,3 +358,11 @@ def test_customers_see_no_other_customers_usage(client, other_customer):
     add_executions(other_customer, 3, at=datetime(2025, 5, 2, tzinfo=UTC))
     body = client.get("/api/v1/usage?period=2025-05").json()
     assert body["executions"]["total"] == 0
+
+
+def test_staff_margins_before_subscription_start(staff_client, customer, hybrid):
+    # The customer's subscription starts on April 15, so no period of it
+    # contains April 1, and with no usage that month it has no row.
+    response = staff_client.get("/api/v1/staff/margins?period=2025-04")
+    assert response.status_code == 200
+    assert response.json()["customers"] == []

@@ -6,7 +6,8 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 
-from billing.invoicing import prorated_included, usage_segments
+from billing import services
+from billing.invoicing import split_included, usage_segments
 from billing.models import PeriodRevenue, PeriodStatement, Subscription
 from billing.revenue import customers_with_margin, period_revenue_refresh
 from billing.services import (
@@ -14,6 +15,7 @@ from billing.services import (
     statements_close_ended_periods,
     subscription_cancel,
     subscription_change_plan,
+    subscription_create,
 )
 from customers.models import Customer
 from tests.billing.test_invoicing import (
@@ -53,8 +55,21 @@ def scale():
     )
 
 
+@pytest.fixture
+def basic_and_pro():
+    return (
+        make_plan("basic", "subscription", monthly_price=D("100.00")),
+        make_plan("pro", "subscription", monthly_price=D("200.00")),
+    )
+
+
 def subscription_of(customer) -> Subscription:
-    return Subscription.objects.get(customer=customer)
+    """Return the customer's latest subscription."""
+    return (
+        Subscription.objects.filter(customer=customer)
+        .order_by("-started_on", "-id")
+        .first()
+    )
 
 
 # Prorated changes split usage -------------------------------------------
@@ -140,16 +155,84 @@ def test_prorated_minimum_fee():
 
 
 @pytest.mark.parametrize(
-    ("included", "share", "expected"),
+    ("exact", "expected"),
     [
-        (50, D(14) / D(28), 25),
-        (50, D(15) / D(28), 27),  # 26.79 rounds half up to 27
-        (1, D(1) / D(2), 1),  # 0.5 rounds up
-        (0, D(1) / D(3), 0),
+        ([D(25), D(100)], [25, 100]),
+        # 3 included split in halves: 1.5 and 1.5 make 3, not 2 + 2.
+        ([D("1.5"), D("1.5")], [2, 1]),
+        ([D(50) * D(15) / D(28), D(50) * D(13) / D(28)], [27, 23]),
+        ([D(1) / D(3), D(1) / D(3), D(1) / D(3)], [1, 0, 0]),
+        ([D(0)], [0]),
     ],
 )
-def test_prorated_included_executions(included, share, expected):
-    assert prorated_included(included, share) == expected
+def test_split_included(exact, expected):
+    assert split_included(exact) == expected
+
+
+def test_split_period_never_adds_included():
+    halves = [
+        make_plan(
+            slug,
+            "hybrid",
+            monthly_price=D(0),
+            included_executions=3,
+            overage_price=D(1),
+        )
+        for slug in ("first-half", "second-half")
+    ]
+    customer = subscribe(halves[0], start=date(2025, 4, 1))
+    subscription_change_plan(
+        subscription=subscription_of(customer),
+        plan=halves[1],
+        prorate=True,
+        at=date(2025, 4, 16),
+    )
+    add_executions(customer, 2, at=datetime(2025, 4, 5, tzinfo=UTC))
+    add_executions(customer, 2, at=datetime(2025, 4, 20, tzinfo=UTC))
+    # 3 included over the month and 4 succeeded: one execution of overage.
+    result = preview(customer, (date(2025, 4, 1), date(2025, 5, 1)))
+    assert result.total == D("1.00")
+
+
+def test_prorated_change_on_period_start(basic_and_pro):
+    basic, pro = basic_and_pro
+    customer = subscribe(basic, start=FEBRUARY[0])
+    subscription_change_plan(
+        subscription=subscription_of(customer), plan=pro, prorate=True, at=MARCH[0]
+    )
+    # Nothing of March was used on basic: March is pro's, without proration.
+    assert amounts(preview(customer, MARCH)) == [("base", D("200.00"))]
+    assert amounts(preview(customer, FEBRUARY)) == [("base", D("100.00"))]
+
+
+def test_prorated_change_on_start_day(basic_and_pro):
+    basic, pro = basic_and_pro
+    customer = subscribe(basic, start=FEBRUARY[0])
+    subscription_change_plan(
+        subscription=subscription_of(customer), plan=pro, prorate=True, at=FEBRUARY[0]
+    )
+    assert amounts(preview(customer, FEBRUARY)) == [("base", D("200.00"))]
+
+
+def test_later_change_replaces_waiting_one(basic_and_pro):
+    basic, pro = basic_and_pro
+    premium = make_plan("premium", "subscription", monthly_price=D("300.00"))
+    customer = subscribe(basic, start=FEBRUARY[0])
+    subscription_change_plan(
+        subscription=subscription_of(customer),
+        plan=pro,
+        prorate=False,
+        at=date(2025, 2, 5),
+    )
+    subscription_change_plan(
+        subscription=subscription_of(customer),
+        plan=premium,
+        prorate=True,
+        at=date(2025, 2, 15),
+    )
+    assert subscription_of(customer).plan == premium
+    assert amounts(preview(customer, MARCH)) == [("base", D("300.00"))]
+    assert subscription_of(customer).changes.count() == 1
 
 
 # Cancellation -------------------------------------------------------------
@@ -196,6 +279,52 @@ def test_cancel_immediately(starter):
     assert statements_close_ended_periods(today=date(2025, 2, 20)) == 0
     assert statements_close_ended_periods(today=date(2025, 3, 1)) == 1
     assert statements_close_ended_periods(today=date(2025, 4, 1)) == 0
+
+
+def test_cancel_then_subscribe_again(basic_and_pro):
+    basic, pro = basic_and_pro
+    customer = subscribe(basic, start=FEBRUARY[0])
+    subscription_cancel(
+        subscription=subscription_of(customer),
+        at=date(2025, 2, 10),
+        at_period_end=False,
+    )
+    subscription_create(customer=customer, plan=pro, start=date(2025, 2, 10))
+    # The old period keeps its whole base charge; the new subscription has
+    # its own periods from February 10.
+    assert amounts(preview(customer, FEBRUARY)) == [("base", D("100.00"))]
+    new_period = (date(2025, 2, 10), date(2025, 3, 10))
+    assert amounts(preview(customer, new_period)) == [("base", D("200.00"))]
+
+    assert statements_close_ended_periods(today=date(2025, 4, 20)) == 3
+    periods = list(
+        PeriodStatement.objects.filter(customer=customer)
+        .order_by("period_start")
+        .values_list("period_start", "revenue_total")
+    )
+    assert periods == [
+        (date(2025, 2, 1), D("100.00")),
+        (date(2025, 2, 10), D("200.00")),
+        (date(2025, 3, 10), D("200.00")),
+    ]
+    assert statements_close_ended_periods(today=date(2025, 4, 20)) == 0
+
+
+def test_close_job_goes_on_after_a_failure(basic_and_pro, monkeypatch, caplog):
+    basic, _ = basic_and_pro
+    first = subscribe(basic, start=FEBRUARY[0])
+    second = subscribe(basic, start=FEBRUARY[0])
+    real_close = services.statement_close_period
+
+    def fail_for_first(*, customer, **kwargs):
+        if customer == first:
+            raise RuntimeError("statement store down")
+        return real_close(customer=customer, **kwargs)
+
+    monkeypatch.setattr(services, "statement_close_period", fail_for_first)
+    assert statements_close_ended_periods(today=MARCH[0]) == 1
+    assert PeriodStatement.objects.get().customer == second
+    assert "closing its periods up to 2025-03-01 failed" in caplog.text
 
 
 def test_cancel_rejects_repeats(starter, scale):
@@ -279,3 +408,14 @@ def test_margin_annotation_one_query(starter, django_assert_num_queries):
     assert row.period_cost == D(0)
     assert row.period_margin == D("49.00")
     assert row.period_margin_percent == D("100.0000")
+
+
+def test_calendar_month_before_subscription_start(basic_and_pro):
+    basic, _ = basic_and_pro
+    customer = subscribe(basic, start=date(2025, 2, 4))
+    # Margins fall back to the calendar month for a day before the
+    # subscription's first period; that month bills nothing, and raises nothing.
+    assert amounts(preview(customer, FEBRUARY)) == []
+    assert amounts(preview(customer, (date(2025, 2, 4), date(2025, 3, 4)))) == [
+        ("base", D("100.00"))
+    ]
