@@ -498,7 +498,7 @@ class CustomerMarginAdmin(admin.ModelAdmin):
 
     @admin.display(description="Period revenue", ordering="period_revenue")
     def revenue(self, customer):
-        return decimal_text(customer.period_revenue)
+        return f"{customer.period_revenue:.2f}"
 
     @admin.display(description="Period cost (USD)", ordering="period_cost")
     def cost(self, customer):

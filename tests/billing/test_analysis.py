@@ -405,6 +405,7 @@ def test_command_empty_state():
         (["--start", "2026-12-01", "--end", "2026-11-01"], "Invalid window"),
         (["--target-margin", "1"], "Invalid --target-margin '1'"),
         (["--target-margin", "much"], "Invalid --target-margin 'much'"),
+        (["--workflow", "nope"], "Workflow 'nope' not found"),
     ],
 )
 def test_command_rejects_bad_input(args, message):

@@ -48,7 +48,8 @@ class Command(BaseCommand):
             default=[],
             metavar="PROJECT=CUSTOMER",
             help="Attribute the sessions of a project folder (the folder name "
-            "under projects/) to a customer slug. Repeatable.",
+            "under projects/) to a customer slug. Repeatable. Folder names start "
+            "with -, so join it with =: --map=-home-me-shop=acme.",
         )
         parser.add_argument(
             "--since",

@@ -5,6 +5,7 @@ from decimal import Decimal, InvalidOperation
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from agents.models import Workflow
 from billing.analysis import (
     MONTH_DAYS,
     check_target_margin,
@@ -57,6 +58,11 @@ class Command(BaseCommand):
                 f"Invalid window: --end {end} is not after --start {start}."
             )
         margin = parse_margin(options["target_margin"])
+        slug = options["workflow"]
+        if slug is not None and not Workflow.objects.filter(slug=slug).exists():
+            raise CommandError(
+                f"Workflow {slug!r} not found; see the workflows in the admin."
+            )
         stats = workflow_cost_stats(
             start=datetime.combine(start, time.min, tzinfo=UTC),
             end=datetime.combine(end, time.min, tzinfo=UTC),
