@@ -88,7 +88,8 @@ def metered_usage(execution: Execution) -> MeteredUsage | None:
     """Return what the execution adds to its plan's meter, or None if it is not metered.
 
     Only succeeded executions count, of a customer whose Stripe
-    subscription started on or before the day they finished.
+    subscription started on or before the day they finished and had not
+    ended by the day they were created.
 
     NOTE: invoice previews place an execution in the period it was created
     in, Stripe in the period it finished in, so a run that crosses a period
@@ -106,6 +107,10 @@ def metered_usage(execution: Execution) -> MeteredUsage | None:
         .first()
     )
     if subscription is None:
+        return None
+    created_day = execution.created_at.astimezone(UTC).date()
+    if subscription.ended_on is not None and created_day >= subscription.ended_on:
+        # Invoices bill nothing created from the day a subscription ends.
         return None
     plan = plan_rules.plan_on(subscription, day)
     if not is_metered(plan) or not plan.stripe_meter_id:

@@ -123,3 +123,64 @@ def customer_subscribe(*, customer: Customer, plan: Plan, start: date) -> Subscr
         log_disabled(f"Stripe subscription of subscription {subscription.pk}")
         return subscription
     return stripe_subscription_create(subscription)
+
+
+def stripe_subscription_cancel(
+    subscription: Subscription, *, client: stripe.StripeClient | None = None
+) -> None:
+    """Cancel the Stripe subscription of one of our canceled subscriptions.
+
+    At the period end when ours ends then (Stripe keeps it active and
+    stops at its period end), else at once, without a proration credit,
+    as ours does. Does nothing for a subscription without a Stripe id.
+    """
+    if not subscription.stripe_subscription_id:
+        return
+    client = client or stripe_client()
+    stripe_id = subscription.stripe_subscription_id
+    if subscription.status != Subscription.Status.CANCELED:
+        key = f"agentmargin-subscription-{subscription.pk}-cancel-at-period-end"
+        remote = call_with_retries(
+            lambda: client.v1.subscriptions.update(
+                stripe_id, {"cancel_at_period_end": True}, {"idempotency_key": key}
+            ),
+            description=f"Subscription {subscription.pk}: cancel at period end",
+        )
+    else:
+        key = f"agentmargin-subscription-{subscription.pk}-cancel"
+        remote = call_with_retries(
+            lambda: client.v1.subscriptions.cancel(
+                stripe_id, options={"idempotency_key": key}
+            ),
+            description=f"Subscription {subscription.pk}: cancel now",
+        )
+    Subscription.objects.filter(pk=subscription.pk).update(
+        stripe_status=remote.status or ""
+    )
+    logger.info(
+        "Subscription %s: Stripe subscription %s canceled (%s, cancel at period "
+        "end: %s)",
+        subscription.pk,
+        stripe_id,
+        remote.status,
+        remote.cancel_at_period_end,
+    )
+
+
+def customer_unsubscribe(
+    *, subscription: Subscription, at: date, at_period_end: bool = True
+) -> Subscription:
+    """Cancel the subscription here (see `services.subscription_cancel`), then in Stripe.
+
+    Ours is committed first; a Stripe failure is raised after it, and
+    calling `stripe_subscription_cancel` again completes it.
+    """
+    with transaction.atomic():
+        subscription = services.subscription_cancel(
+            subscription=subscription, at=at, at_period_end=at_period_end
+        )
+    if not stripe_enabled():
+        log_disabled(f"Stripe cancellation of subscription {subscription.pk}")
+        return subscription
+    stripe_subscription_cancel(subscription)
+    return subscription
