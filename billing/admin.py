@@ -1,11 +1,14 @@
-from datetime import timedelta
+import logging
+from datetime import UTC, timedelta
 from decimal import Decimal
 
-from django.contrib import admin
-from django.core.exceptions import PermissionDenied
+import stripe
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Exists, OuterRef
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from agents.admin import ExecutionAdmin
@@ -26,6 +29,7 @@ from billing.models import (
 )
 from billing.revenue import customers_with_margin, period_revenue_refresh
 from billing.services import alert_acknowledge, alert_resolve, subscription_create
+from billing.stripe.subscriptions import customer_unsubscribe
 
 USAGE_COLUMNS = (
     "customer",
@@ -48,6 +52,8 @@ USAGE_COLUMNS = (
     "budget_exceeded",
     "updated_at",
 )
+
+logger = logging.getLogger(__name__)
 
 
 class UsageAdmin(admin.ModelAdmin):
@@ -288,9 +294,13 @@ class SubscriptionChangeInline(admin.TabularInline):
 class SubscriptionAdmin(admin.ModelAdmin):
     """Subscriptions, each created through `subscription_create`.
 
-    Plan and dates are read-only once created, because a plan change must
-    go through `subscription_change_plan` to keep its history and proration.
+    Plan, status and dates are read-only once created, because a plan
+    change must go through `subscription_change_plan` to keep its history
+    and proration, and a cancellation through the cancel actions, which
+    set the end day and cancel the Stripe subscription too.
     """
+
+    actions = ("cancel_at_period_end", "cancel_now")
 
     list_display = (
         "customer",
@@ -315,18 +325,49 @@ class SubscriptionAdmin(admin.ModelAdmin):
             "started_on",
             "current_period_start",
             "current_period_end",
+            "cancel_at_period_end",
+            "ended_on",
         )
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ()
-        return (
-            "customer",
-            "plan",
-            "started_on",
-            "current_period_start",
-            "current_period_end",
-        )
+        return self.get_fields(request, obj)
+
+    @admin.action(description="Cancel at the period end", permissions=["change"])
+    def cancel_at_period_end(self, request, queryset):
+        self._cancel(request, queryset, at_period_end=True)
+
+    @admin.action(description="Cancel now", permissions=["change"])
+    def cancel_now(self, request, queryset):
+        self._cancel(request, queryset, at_period_end=False)
+
+    def _cancel(self, request, queryset, *, at_period_end: bool) -> None:
+        today = timezone.now().astimezone(UTC).date()
+        for subscription in queryset.select_related("customer"):
+            try:
+                customer_unsubscribe(
+                    subscription=subscription, at=today, at_period_end=at_period_end
+                )
+            except (ValidationError, stripe.StripeError) as error:
+                logger.warning(
+                    "Subscription %s: cancel from the admin failed: %s",
+                    subscription.pk,
+                    error,
+                )
+                self.message_user(
+                    request,
+                    f"Subscription {subscription.pk} ({subscription.customer}): "
+                    f"not canceled in full: {error}",
+                    level=messages.ERROR,
+                )
+                continue
+            subscription.refresh_from_db()
+            self.message_user(
+                request,
+                f"Subscription {subscription.pk} ({subscription.customer}) ends on "
+                f"{subscription.ended_on}.",
+            )
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)

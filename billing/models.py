@@ -30,6 +30,7 @@ class Alert(models.Model):
         STRIPE_METERING_FAILED = "stripe_metering_failed", "Stripe metering failed"
         STRIPE_PAYMENT_FAILED = "stripe_payment_failed", "Stripe payment failed"
         STRIPE_RECONCILIATION = "stripe_reconciliation", "Stripe usage differs"
+        STRIPE_WEBHOOK_FAILED = "stripe_webhook_failed", "Stripe event unprocessable"
         ANTHROPIC_VARIANCE = "anthropic_variance", "Cost differs from Anthropic's"
 
     class Severity(models.TextChoices):

@@ -276,3 +276,31 @@ def test_analyst_cannot_reprice(analyst_client):
     # The action is not offered without the change permission.
     assert response.status_code in (200, 302)
     assert b"messages priced" not in response.content
+
+
+def test_subscription_cancel_actions(admin_client, book):
+    acme, globex = book["acme"], book["globex"]
+    url = "/admin/billing/subscription/"
+    acme_subscription = acme.subscriptions.get()
+    globex_subscription = globex.subscriptions.get()
+    admin_client.post(
+        url,
+        {"action": "cancel_at_period_end", "_selected_action": [acme_subscription.pk]},
+    )
+    response = admin_client.post(
+        url, {"action": "cancel_now", "_selected_action": [globex_subscription.pk]}
+    )
+    texts = [str(message) for message in get_messages(response.wsgi_request)]
+    today = timezone.now().astimezone(UTC).date()
+    assert texts[-1] == (
+        f"Subscription {globex_subscription.pk} (Globex) ends on {today}."
+    )
+    acme_subscription.refresh_from_db()
+    globex_subscription.refresh_from_db()
+    assert acme_subscription.cancel_at_period_end
+    assert acme_subscription.status == "active"
+    assert globex_subscription.status == "canceled"
+    assert globex_subscription.ended_on == today
+    # Status is no longer editable by hand, so no end day can be skipped.
+    page = admin_client.get(f"{url}{acme_subscription.pk}/change/").content.decode()
+    assert 'name="status"' not in page

@@ -1,13 +1,22 @@
 import json
 import time
+from datetime import UTC, date, datetime
 
 import pytest
+from django.db import OperationalError
 from django.utils import timezone
 
-from billing.models import Alert, StripeInvoice, StripeWebhookEvent, Subscription
-from billing.services import subscription_create
+from billing.models import (
+    Alert,
+    PeriodStatement,
+    StripeInvoice,
+    StripeWebhookEvent,
+    Subscription,
+)
+from billing.services import statements_close_ended_periods, subscription_create
 from billing.stripe import webhooks
 from tests.billing.stripe.conftest import new_customer
+from tests.fakestripe.webhooks import sign
 
 pytestmark = pytest.mark.django_db
 
@@ -338,3 +347,314 @@ def test_same_second_event_refetches_subscription(client, stripe_backend, hybrid
         and request.path == f"/v1/subscriptions/{ours.stripe_subscription_id}"
         for request in stripe_backend.requests
     )
+
+
+# Cancellation by Stripe ---------------------------------------------------------
+
+
+def _utc_seconds(*parts: int) -> int:
+    return int(datetime(*parts, tzinfo=UTC).timestamp())
+
+
+@pytest.fixture
+def february_subscription(db):
+    customer = new_customer("initech")
+    subscription = subscription_create(
+        customer=customer, plan=_plan(), start=date(2025, 2, 1)
+    )
+    subscription.stripe_subscription_id = "sub_initech"
+    subscription.save()
+    return subscription
+
+
+def deleted_event(event_id, created, **times):
+    obj = {"id": "sub_initech", "object": "subscription", "status": "canceled", **times}
+    return event(event_id, "customer.subscription.deleted", obj, created)
+
+
+def test_deleted_sets_ended_on_from_ended_at(client, signing, february_subscription):
+    ended_at = _utc_seconds(2025, 3, 15, 23, 30)
+    canceled_at = _utc_seconds(2025, 3, 10, 9, 0)
+    payload = deleted_event(
+        "evt_1", ended_at + 5, ended_at=ended_at, canceled_at=canceled_at
+    )
+
+    response = deliver(client, signing, payload)
+
+    february_subscription.refresh_from_db()
+    assert response.status_code == 200
+    assert february_subscription.status == Subscription.Status.CANCELED
+    assert february_subscription.ended_on == date(2025, 3, 15)
+
+
+def test_deleted_closes_last_periods(client, signing, february_subscription):
+    ended_at = _utc_seconds(2025, 3, 15, 12, 0)
+    deliver(client, signing, deleted_event("evt_1", ended_at, ended_at=ended_at))
+
+    closed = statements_close_ended_periods(today=date(2025, 4, 2))
+
+    starts = sorted(
+        PeriodStatement.objects.filter(
+            customer=february_subscription.customer
+        ).values_list("period_start", flat=True)
+    )
+    assert closed == 2
+    assert starts == [date(2025, 2, 1), date(2025, 3, 1)]
+
+
+def test_deleted_falls_back_to_canceled_at(client, signing, february_subscription):
+    canceled_at = _utc_seconds(2025, 3, 10, 0, 0, 1)
+    payload = deleted_event(
+        "evt_1", canceled_at, ended_at=None, canceled_at=canceled_at
+    )
+
+    deliver(client, signing, payload)
+
+    february_subscription.refresh_from_db()
+    assert february_subscription.ended_on == date(2025, 3, 10)
+
+
+def test_deleted_falls_back_to_event_time(client, signing, february_subscription):
+    created = _utc_seconds(2025, 3, 20, 8, 0)
+
+    deliver(client, signing, deleted_event("evt_1", created))
+
+    february_subscription.refresh_from_db()
+    assert february_subscription.ended_on == date(2025, 3, 20)
+
+
+def test_deleted_keeps_earlier_ended_on(client, signing, february_subscription):
+    Subscription.objects.filter(pk=february_subscription.pk).update(
+        ended_on=date(2025, 3, 1)
+    )
+    ended_at = _utc_seconds(2025, 3, 25, 12, 0)
+
+    deliver(client, signing, deleted_event("evt_1", ended_at, ended_at=ended_at))
+
+    february_subscription.refresh_from_db()
+    assert february_subscription.status == Subscription.Status.CANCELED
+    assert february_subscription.ended_on == date(2025, 3, 1)
+
+
+def test_deleted_never_ends_before_start(client, signing, february_subscription):
+    ended_at = _utc_seconds(2025, 1, 20, 12, 0)
+
+    deliver(client, signing, deleted_event("evt_1", ended_at, ended_at=ended_at))
+
+    february_subscription.refresh_from_db()
+    assert february_subscription.ended_on == date(2025, 2, 1)
+
+
+# Payment failures out of order ------------------------------------------------------
+
+
+def test_older_payment_failure_after_paid(client, signing, subscription):
+    paid = invoice_event("evt_paid", "invoice.paid", "paid", 2000000000)
+    failed = invoice_event(
+        "evt_failed", "invoice.payment_failed", "open", 1000000000, amount_paid=0
+    )
+
+    first = deliver(client, signing, paid)
+    second = deliver(client, signing, failed)
+
+    customer = subscription.customer
+    customer.refresh_from_db()
+    invoice = StripeInvoice.objects.get(stripe_id="in_acme")
+    assert first.status_code == 200
+    assert second.status_code == 200
+    assert customer.status == "active"
+    assert invoice.status == "paid"
+    assert not Alert.objects.filter(kind=Alert.Kind.STRIPE_PAYMENT_FAILED).exists()
+    assert StripeWebhookEvent.objects.get(event_id="evt_failed").status == "processed"
+
+
+def test_payment_failure_then_later_paid(client, signing, subscription):
+    failed = invoice_event(
+        "evt_failed", "invoice.payment_failed", "open", 1000000000, amount_paid=0
+    )
+    paid = invoice_event("evt_paid", "invoice.paid", "paid", 2000000000)
+    customer = subscription.customer
+
+    deliver(client, signing, failed)
+    customer.refresh_from_db()
+    status_after_failure = customer.status
+    deliver(client, signing, paid)
+    customer.refresh_from_db()
+
+    assert status_after_failure == "past_due"
+    assert Alert.objects.filter(kind=Alert.Kind.STRIPE_PAYMENT_FAILED).count() == 1
+    assert customer.status == "active"
+
+
+def test_same_second_failure_after_paid(client, signing, subscription):
+    paid = invoice_event("evt_paid", "invoice.paid", "paid", 1500000000)
+    failed = invoice_event(
+        "evt_failed", "invoice.payment_failed", "open", 1500000000, amount_paid=0
+    )
+
+    deliver(client, signing, paid)
+    deliver(client, signing, failed)
+
+    customer = subscription.customer
+    customer.refresh_from_db()
+    assert customer.status == "active"
+    assert not Alert.objects.filter(kind=Alert.Kind.STRIPE_PAYMENT_FAILED).exists()
+
+
+# Malformed events ---------------------------------------------------------------
+
+
+def _assert_stored_as_failed(response, event_id, reason):
+    stored = StripeWebhookEvent.objects.get(event_id=event_id)
+    alert = Alert.objects.get(dedupe_key=f"stripe_webhook_failed:{event_id}")
+    assert response.status_code == 200
+    assert response.content.startswith(b"Malformed event")
+    assert stored.status == StripeWebhookEvent.Status.FAILED
+    assert stored.error.startswith("Malformed event: ")
+    assert reason in stored.error
+    assert alert.severity == Alert.Severity.CRITICAL
+    assert event_id in alert.message
+    return stored
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda p: p.update(created="abc"), "created is 'abc'"),
+        (lambda p: p.update(created=True), "created is True"),
+        (lambda p: p.update(type=["customer.subscription.updated"]), "type is missing"),
+        (lambda p: p.update(data=[]), "data.object is missing"),
+        (lambda p: p.pop("data"), "data.object is missing"),
+        (lambda p: p["data"].update(object="sub_acme"), "data.object is missing"),
+        (lambda p: p["data"]["object"].pop("id"), "data.object.id is None"),
+        (lambda p: p["data"]["object"].update(status=3), "data.object.status is 3"),
+        (
+            lambda p: p["data"]["object"].update(
+                id="sub_unknown", metadata={"agentmargin_subscription_id": 7}
+            ),
+            "agentmargin_subscription_id is 7",
+        ),
+        (
+            lambda p: p["data"]["object"].update(id="sub_unknown", metadata="7"),
+            "metadata is '7'",
+        ),
+    ],
+)
+def test_malformed_subscription_event_stored_failed(
+    client, signing, subscription, change, reason
+):
+    payload = subscription_event(
+        "evt_bad", "customer.subscription.updated", "past_due", 100
+    )
+    change(payload)
+
+    response = deliver(client, signing, payload)
+
+    _assert_stored_as_failed(response, "evt_bad", reason)
+    subscription.refresh_from_db()
+    assert subscription.stripe_status == ""
+    assert subscription.status == Subscription.Status.ACTIVE
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"id": None}, "data.object.id is None"),
+        ({"total": "4900"}, "data.object.total is '4900'"),
+        ({"period_start": 1.5}, "data.object.period_start is 1.5"),
+        ({"customer": ["cus_acme"]}, "data.object.customer is ['cus_acme']"),
+        ({"parent": {"subscription_details": "sub_acme"}}, "subscription_details"),
+    ],
+)
+def test_malformed_invoice_event_stored_failed(
+    client, signing, subscription, fields, reason
+):
+    payload = invoice_event("evt_bad", "invoice.payment_failed", "open", 100, **fields)
+
+    response = deliver(client, signing, payload)
+
+    _assert_stored_as_failed(response, "evt_bad", reason)
+    subscription.customer.refresh_from_db()
+    assert subscription.customer.status == "active"
+    assert StripeInvoice.objects.count() == 0
+    assert not Alert.objects.filter(kind=Alert.Kind.STRIPE_PAYMENT_FAILED).exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"not json", "not valid JSON"),
+        (b"[" * 100000 + b"]" * 100000, "nested too deeply"),
+        (b'["evt_1"]', "not a JSON object"),
+        (b'{"type": "invoice.paid"}', "id is None"),
+        (b'{"id": 12, "type": "invoice.paid"}', "id is 12"),
+        (json.dumps({"id": "evt_" + "x" * 70}).encode(), "at most 64 characters"),
+    ],
+)
+def test_unreadable_body_stored_failed(client, signing, body, reason):
+    header = sign(body, signing.webhook_secret, int(time.time()))
+
+    response = post(client, body, header)
+    again = post(client, body, header)
+
+    stored = StripeWebhookEvent.objects.get()
+    assert stored.event_id.startswith("malformed_")
+    _assert_stored_as_failed(response, stored.event_id, reason)
+    assert again.status_code == 200
+    assert Alert.objects.count() == 1
+
+
+def test_nul_character_stored_failed(client, signing):
+    payload = event("evt_nul", "invoice.paid", {"id": "in_1", "number": "A\x00B"}, 1)
+
+    response = deliver(client, signing, payload)
+
+    stored = _assert_stored_as_failed(response, "evt_nul", "database rejected")
+    assert "\x00" not in stored.payload["unreadable_body"]
+
+
+def test_malformed_event_delivered_twice_alerts_once(client, signing, subscription):
+    payload = subscription_event(
+        "evt_bad", "customer.subscription.updated", "past_due", 100
+    )
+    payload["created"] = "abc"
+    body, header = signing.signed(payload)
+
+    first = post(client, body, header)
+    second = post(client, body, header)
+
+    assert first.status_code == 200
+    assert second.status_code == 200
+    assert StripeWebhookEvent.objects.get().status == StripeWebhookEvent.Status.FAILED
+    assert Alert.objects.count() == 1
+
+
+def test_database_error_answers_500_and_retries(
+    client, signing, subscription, monkeypatch
+):
+    handler = webhooks.HANDLERS["customer.subscription.updated"]
+    failures = [OperationalError("server closed the connection unexpectedly")]
+
+    def fails_once(payload, stored):
+        if failures:
+            raise failures.pop()
+        return handler(payload, stored)
+
+    monkeypatch.setitem(webhooks.HANDLERS, "customer.subscription.updated", fails_once)
+    payload = subscription_event(
+        "evt_1", "customer.subscription.updated", "past_due", 1
+    )
+    body, header = signing.signed(payload)
+
+    failed = post(client, body, header)
+    stored = StripeWebhookEvent.objects.get()
+    retried = post(client, body, header)
+
+    subscription.refresh_from_db()
+    assert failed.status_code == 500
+    assert stored.status == StripeWebhookEvent.Status.FAILED
+    assert "OperationalError" in stored.error
+    assert not stored.error.startswith("Malformed event")
+    assert not Alert.objects.exists()
+    assert retried.status_code == 200
+    assert subscription.status == Subscription.Status.PAST_DUE
