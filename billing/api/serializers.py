@@ -153,12 +153,51 @@ class InvoiceSerializer(serializers.Serializer):
         return StripeInvoiceSummarySerializer(invoice).data
 
 
+# ASCII digits, then optionally a point and one or two more: no sign,
+# exponent, underscore, space or other script's digits.
+PLAIN_AMOUNT_PATTERN = re.compile(r"[0-9]+(?:\.[0-9]{1,2})?")
+
+
+@extend_schema_field(
+    {"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,2})?$", "example": "12.50"}
+)
+class PlainAmountField(serializers.DecimalField):
+    """An amount of money given as a JSON string of plain ASCII decimal digits, or an integer.
+
+    "12.50", "12" and 12 are accepted. A JSON float (a binary fraction, not
+    always the decimal the client meant), a sign, an exponent, "1_000",
+    digits of other scripts and more than two decimal places are rejected.
+    """
+
+    default_error_messages = {
+        "plain": (
+            "Send the amount as a string of digits with at most 2 decimal places "
+            'and no sign, such as "12.50".'
+        ),
+    }
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("decimal_places", 2)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, int) and not isinstance(data, bool) and data >= 0:
+            text = str(data)
+        elif isinstance(data, str) and PLAIN_AMOUNT_PATTERN.fullmatch(data):
+            text = data
+        else:
+            self.fail("plain")
+        return super().to_internal_value(text)
+
+
 class OutcomeSerializer(serializers.Serializer):
-    value_usd = serializers.DecimalField(
+    value_usd = PlainAmountField(
         max_digits=14,
-        decimal_places=2,
         min_value=0,
-        help_text="Business value of the run's outcome in USD, as a decimal string.",
+        help_text=(
+            "Business value of the run's outcome in USD, as a string of digits "
+            'with at most 2 decimal places ("12.50"), or an integer.'
+        ),
     )
 
 

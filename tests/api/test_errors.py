@@ -106,3 +106,23 @@ def test_unexpected_exception_500_logged(caplog):
     assert response.data["error"]["code"] == "server_error"
     assert "boom" not in response.data["error"]["message"]
     assert "boom" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 100000 + "]" * 100000,
+        '{"a":' * 100000 + "1" + "}" * 100000,
+        '{"workflow": "code-review", "metadata": ' + "[" * 50000 + "]" * 50000 + "}",
+    ],
+    ids=["arrays", "objects", "inside-field"],
+)
+def test_deeply_nested_json_400(client, body):
+    response = client.post(
+        "/api/v1/executions", data=body, content_type="application/json"
+    )
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "malformed_request"
+    assert "nested too deeply" in error["message"]
+    assert error["field"] is None
