@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import logging
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from datetime import timedelta
 
 from django.conf import settings
@@ -40,7 +42,11 @@ CHANNELS = (EMAIL, WEBHOOK)
 STATUS_FIELDS = {EMAIL: "email_status", WEBHOOK: "webhook_status"}
 
 SIGNATURE_HEADER = "X-AgentMargin-Signature"
+# Each connect, send and read times out after WEBHOOK_TIMEOUT_SECONDS, and
+# the whole attempt after WEBHOOK_DEADLINE_SECONDS.
 WEBHOOK_TIMEOUT_SECONDS = 10
+WEBHOOK_DEADLINE_SECONDS = 30
+READ_CHUNK_BYTES = 65536
 
 # Retry delays grow from RETRY_BASE_SECONDS, doubling, up to
 # RETRY_MAX_SECONDS. A delivery still pending after REDELIVER_AFTER (its
@@ -197,26 +203,91 @@ def _send_webhook(alert: Alert) -> str:
         )
         return Alert.DeliveryStatus.FAILED
     body = json.dumps(alert_payload(alert), sort_keys=True).encode()
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "AgentMargin-alerts",
-            SIGNATURE_HEADER: signature_header(body, secret, int(time.time())),
-        },
-    )
-    try:
-        with urllib.request.urlopen(
-            request, timeout=WEBHOOK_TIMEOUT_SECONDS
-        ) as response:
-            response.read()
-    except urllib.error.HTTPError as exc:
-        raise DeliveryError(f"the webhook returned HTTP {exc.code}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise DeliveryError(f"the webhook request failed: {exc}") from exc
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "AgentMargin-alerts",
+        SIGNATURE_HEADER: signature_header(body, secret, int(time.time())),
+    }
+    status = _post(url, body, headers)
+    if 300 <= status < 400:
+        raise DeliveryError(
+            f"the webhook returned HTTP {status}, a redirect, which is not followed; "
+            "set AGENTMARGIN_ALERT_WEBHOOK_URL to the final address"
+        )
+    if not 200 <= status < 300:
+        raise DeliveryError(f"the webhook returned HTTP {status}")
     return Alert.DeliveryStatus.SENT
+
+
+def _post(url: str, body: bytes, headers: dict) -> int:
+    """POST `body` to `url` once, read the whole response and return its HTTP status.
+
+    Redirects are not followed. The whole attempt, from connecting to the
+    last byte of the response, must end within WEBHOOK_DEADLINE_SECONDS.
+    A timer shuts the socket down at that deadline, so a server sending its
+    response a byte at a time cannot hold the worker. Any connection error,
+    timeout or truncated response raises DeliveryError.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DeliveryError(
+            f"the webhook URL {url!r} is invalid; set AGENTMARGIN_ALERT_WEBHOOK_URL "
+            "to an http or https URL"
+        )
+    connection_class = (
+        http.client.HTTPSConnection
+        if parts.scheme == "https"
+        else http.client.HTTPConnection
+    )
+    target = parts.path or "/"
+    if parts.query:
+        target = f"{target}?{parts.query}"
+    expired = threading.Event()
+    try:
+        connection = connection_class(
+            parts.hostname, parts.port, timeout=WEBHOOK_TIMEOUT_SECONDS
+        )
+    except (http.client.HTTPException, ValueError) as exc:
+        raise DeliveryError(f"the webhook URL {url!r} is invalid: {exc}") from exc
+
+    def expire():
+        expired.set()
+        sock = connection.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    # NOTE: the timer cannot stop a slow DNS lookup, which happens before a socket exists.
+    timer = threading.Timer(WEBHOOK_DEADLINE_SECONDS, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        connection.connect()
+        if expired.is_set():
+            raise TimeoutError("deadline reached while connecting")
+        connection.request("POST", target, body=body, headers=headers)
+        response = connection.getresponse()
+        while response.read(READ_CHUNK_BYTES):
+            pass
+        # read(amt) returns b"" at an early end of the body rather than raising,
+        # so a body shorter than its Content-Length is caught here.
+        if response.length:
+            raise http.client.IncompleteRead(b"", response.length)
+        return response.status
+    except (http.client.HTTPException, OSError, ValueError) as exc:
+        if expired.is_set():
+            raise DeliveryError(
+                f"the webhook request timed out: no complete response within "
+                f"{WEBHOOK_DEADLINE_SECONDS} seconds"
+            ) from exc
+        raise DeliveryError(
+            f"the webhook request failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        timer.cancel()
+        connection.close()
 
 
 def _set_status(alert_id: int, channel: str, status: str) -> None:

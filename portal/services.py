@@ -7,6 +7,7 @@ agents. None of them reimplements a domain rule.
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import UTC
 
 import stripe
@@ -14,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -36,6 +37,11 @@ from portal.tokens import email_verification_token
 logger = logging.getLogger(__name__)
 
 SLUG_MAX_LENGTH = 64
+# Attempts to create a customer whose slug another sign-up took meanwhile:
+# the next free number first, then random suffixes.
+SLUG_SEQUENTIAL_ATTEMPTS = 3
+SLUG_ATTEMPTS = 10
+EMAIL_TAKEN = "An account with this email already exists."
 
 
 @transaction.atomic
@@ -48,19 +54,12 @@ def signup_create(
     the Stripe customer and subscription are created after the commit, so
     a Stripe failure leaves the committed sign-up in place. The failure is
     logged, and staff complete it with `stripe_subscription_create`. Raises
-    ValidationError for an email address already in use or an inactive
-    plan.
+    ValidationError for an email address already in use, also by a sign-up
+    committed at the same moment, or an inactive plan.
     """
     email = email.strip().lower()
-    user_model = get_user_model()
-    if user_model.objects.filter(email__iexact=email).exists():
-        raise ValidationError({"email": "An account with this email already exists."})
-    user = user_model.objects.create_user(
-        username=email, email=email, password=password
-    )
-    customer = Customer.objects.create(
-        name=company_name.strip(), slug=_unique_slug(company_name)
-    )
+    user = _user_create(email=email, password=password)
+    customer = _customer_create(company_name.strip())
     membership = customer_services.membership_create(
         user=user, customer=customer, role=Membership.Role.OWNER
     )
@@ -91,8 +90,57 @@ def _stripe_subscribe(subscription: Subscription) -> None:
         )
 
 
-def _unique_slug(name: str) -> str:
+def _user_create(*, email: str, password: str) -> AbstractBaseUser:
+    """Create the user whose username is `email`, or raise ValidationError if taken.
+
+    The username's unique index decides between sign-ups with the same
+    address at the same moment: the later insert waits for the earlier
+    transaction and fails once it commits.
+    """
+    user_model = get_user_model()
+    if user_model.objects.filter(email__iexact=email).exists():
+        raise ValidationError({"email": EMAIL_TAKEN})
+    try:
+        with transaction.atomic():
+            return user_model.objects.create_user(
+                username=email, email=email, password=password
+            )
+    except IntegrityError as error:
+        # The database error names the address, which is not logged.
+        logger.info(
+            "Sign-up rejected: another sign-up took the email address meanwhile"
+        )
+        raise ValidationError({"email": EMAIL_TAKEN}) from error
+
+
+def _customer_create(name: str) -> Customer:
+    """Create a customer named `name` under a slug no other customer has.
+
+    Another sign-up may take the chosen slug between the check and the
+    insert. The insert then fails on the slug's unique index and is tried
+    again with the next free slug, and after SLUG_SEQUENTIAL_ATTEMPTS with
+    a random suffix, so that many sign-ups of one name cannot keep colliding.
+    """
+    for attempt in range(SLUG_ATTEMPTS):
+        slug = _unique_slug(name, random_suffix=attempt >= SLUG_SEQUENTIAL_ATTEMPTS)
+        try:
+            with transaction.atomic():
+                return Customer.objects.create(name=name, slug=slug)
+        except IntegrityError:
+            if not Customer.objects.filter(slug=slug).exists():
+                raise
+            logger.info(
+                "Sign-up of %s: slug %s taken meanwhile; trying another", name, slug
+            )
+    raise ValidationError(
+        {"company_name": "Signing up failed because of a conflict. Try again."}
+    )
+
+
+def _unique_slug(name: str, *, random_suffix: bool = False) -> str:
     base = slugify(name)[: SLUG_MAX_LENGTH - 8] or "customer"
+    if random_suffix:
+        return f"{base}-{secrets.token_hex(3)}"
     slug, suffix = base, 2
     while Customer.objects.filter(slug=slug).exists():
         slug = f"{base}-{suffix}"
@@ -147,15 +195,27 @@ def invitation_send(
 
 @transaction.atomic
 def invitation_signup(*, invitation: Invitation, password: str) -> Membership:
-    """Create the invited user with `password` and make it a member of the customer."""
+    """Create the invited user with `password` and make it a member of the customer.
+
+    The invitation row is locked first, so a second acceptance of it at
+    the same moment waits and then raises InvitationInvalid.
+    """
+    invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    if invitation.accepted_at is not None or invitation.revoked_at is not None:
+        raise customer_services.InvitationInvalid("This invitation is no longer valid.")
     user_model = get_user_model()
-    if user_model.objects.filter(email__iexact=invitation.email).exists():
-        raise ValidationError(
-            {"email": "An account with this email already exists; log in instead."}
-        )
-    user = user_model.objects.create_user(
-        username=invitation.email, email=invitation.email, password=password
+    email_taken_error = ValidationError(
+        {"email": "An account with this email already exists; log in instead."}
     )
+    if user_model.objects.filter(email__iexact=invitation.email).exists():
+        raise email_taken_error
+    try:
+        with transaction.atomic():
+            user = user_model.objects.create_user(
+                username=invitation.email, email=invitation.email, password=password
+            )
+    except IntegrityError as error:
+        raise email_taken_error from error
     return customer_services.invitation_accept(invitation=invitation, user=user)
 
 

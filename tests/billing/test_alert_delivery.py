@@ -4,7 +4,9 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import threading
+import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -256,3 +258,170 @@ def test_stuck_deliveries_queued_again(monkeypatch):
 
     assert delivery.alerts_redeliver_pending(now=now) == 1
     assert queued == [alerts["stuck"].pk, alerts["stuck"].pk]
+
+
+class RawServer:
+    """A loopback TCP server that reads each request and replies with `respond(conn, stopped)`."""
+
+    def __init__(self, respond):
+        self.respond = respond
+        self.requests = 0
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.listener.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/alerts"
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self):
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            self.requests += 1
+            try:
+                conn.settimeout(5)
+                _read_request(conn)
+                self.respond(conn, self.stopped)
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stopped.set()
+        self.thread.join(timeout=5)
+        self.listener.close()
+
+
+def _read_request(conn):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        body += conn.recv(4096)
+
+
+def test_webhook_redirect_not_followed(alert, webhook):
+    with Endpoint(failures=0) as landing:
+        location = landing.url.replace("/alerts", "/landed")
+
+        def redirect(conn, stopped):
+            conn.sendall(
+                b"HTTP/1.1 302 Found\r\nLocation: "
+                + location.encode()
+                + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+
+        with RawServer(redirect) as server:
+            webhook(server.url)
+            result = deliver_alert.apply(args=(alert.pk, delivery.WEBHOOK))
+
+    alert.refresh_from_db()
+    assert result.get() == "failed"
+    assert alert.webhook_status == Alert.DeliveryStatus.FAILED
+    assert server.requests == alert.delivery_attempts
+    assert alert.delivery_attempts > 1
+    assert landing.requests == []
+    assert "HTTP 302" in alert.last_delivery_error
+    assert "not followed" in alert.last_delivery_error
+
+
+def test_webhook_truncated_response_retried(alert, webhook):
+    def truncated(conn, stopped):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+
+    with RawServer(truncated) as server:
+        webhook(server.url)
+        with pytest.raises(delivery.DeliveryError, match="IncompleteRead"):
+            delivery.alert_deliver(alert.pk, delivery.WEBHOOK)
+
+    alert.refresh_from_db()
+    assert server.requests == 1
+    assert alert.webhook_status == Alert.DeliveryStatus.PENDING
+    assert "IncompleteRead" in alert.last_delivery_error
+
+
+def test_webhook_truncated_then_accepted(alert, webhook):
+    def truncated_once(conn, stopped):
+        if server.requests == 1:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
+        else:
+            conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    with RawServer(truncated_once) as server:
+        webhook(server.url)
+        result = deliver_alert.apply(args=(alert.pk, delivery.WEBHOOK))
+
+    alert.refresh_from_db()
+    assert result.get() == Alert.DeliveryStatus.SENT
+    assert server.requests == 2
+    assert alert.webhook_status == Alert.DeliveryStatus.SENT
+
+
+def test_webhook_connection_refused_retried(alert, webhook):
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    # Bound but not listening, so connecting is refused.
+    webhook(f"http://127.0.0.1:{port}/alerts")
+    try:
+        with pytest.raises(delivery.DeliveryError, match="request failed"):
+            delivery.alert_deliver(alert.pk, delivery.WEBHOOK)
+    finally:
+        listener.close()
+
+    alert.refresh_from_db()
+    assert alert.webhook_status == Alert.DeliveryStatus.PENDING
+
+
+def test_webhook_trickle_hits_deadline(alert, webhook, monkeypatch):
+    monkeypatch.setattr(delivery, "WEBHOOK_DEADLINE_SECONDS", 1.5)
+
+    def trickle(conn, stopped):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        while not stopped.wait(0.2):
+            conn.sendall(b"x")
+
+    with RawServer(trickle) as server:
+        webhook(server.url)
+        started = time.monotonic()
+        with pytest.raises(delivery.DeliveryError, match="timed out"):
+            delivery.alert_deliver(alert.pk, delivery.WEBHOOK)
+        elapsed = time.monotonic() - started
+
+    alert.refresh_from_db()
+    assert elapsed < 5
+    assert alert.webhook_status == Alert.DeliveryStatus.PENDING
+    assert "timed out" in alert.last_delivery_error
+
+
+def test_webhook_slow_headers_hit_deadline(alert, webhook, monkeypatch):
+    monkeypatch.setattr(delivery, "WEBHOOK_DEADLINE_SECONDS", 1.5)
+
+    def slow_headers(conn, stopped):
+        for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"y" * 100:
+            if stopped.wait(0.2):
+                return
+            conn.sendall(bytes([byte]))
+
+    with RawServer(slow_headers) as server:
+        webhook(server.url)
+        started = time.monotonic()
+        with pytest.raises(delivery.DeliveryError, match="timed out"):
+            delivery.alert_deliver(alert.pk, delivery.WEBHOOK)
+
+    assert time.monotonic() - started < 5
