@@ -15,14 +15,15 @@ from rest_framework import serializers
 from billing.models import Alert, Plan
 from billing.plans import PRICING_FIELDS
 
-MONTH_PATTERN = re.compile(r"^(\d{4})-(\d{2})$")
+# ASCII digits only: \d would also take other scripts' digits.
+MONTH_PATTERN = re.compile(r"([0-9]{4})-([0-9]{2})")
 FIRST_YEAR = 2000
 LAST_YEAR = 2999
 
 
 def parse_month(value: str) -> date:
     """Return the first day of the month `YYYY-MM`; raise ValidationError if invalid."""
-    match = MONTH_PATTERN.match(value)
+    match = MONTH_PATTERN.fullmatch(value)
     if match:
         year, month = int(match[1]), int(match[2])
         if FIRST_YEAR <= year <= LAST_YEAR and 1 <= month <= 12:

@@ -194,9 +194,12 @@ def test_usage_without_subscription_is_calendar_month(client):
     assert body["total"] == "0.00"
 
 
-@pytest.mark.parametrize("period", ["2025-13", "2025-1", "May", "9999-12", "1999-12"])
+@pytest.mark.parametrize(
+    "period",
+    ["2025-13", "2025-1", "May", "9999-12", "1999-12", "２０２５-05"],
+)
 def test_usage_invalid_period(client, period):
-    response = client.get(f"/api/v1/usage?period={period}")
+    response = client.get("/api/v1/usage", {"period": period})
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "period"
 
