@@ -6,10 +6,18 @@ customer's channel (`agentmargin:customer:<id>`). The `execution_finished`
 signal becomes one last event on both. The event stream in agents.views
 relays the execution's channel to browsers and API clients.
 
+The signal receivers do not publish themselves. They hand each event to a
+background thread of their process, which sends what has gathered in one
+Redis pipeline about every PUBLISH_BATCH_SECONDS, so recording a message
+never waits for Redis. At the end of an execution the receiver waits, for
+at most FLUSH_TIMEOUT_SECONDS, until the thread has sent everything so far,
+so a command that exits after its run loses nothing. Events beyond
+MAX_PENDING_EVENTS are dropped rather than held.
+
 Publishing is best effort. Redis errors are caught and logged at most once a
 minute, and after a failure publishing pauses for a few seconds, so an
-unreachable Redis costs the recorder at most one short socket timeout per
-pause. Settings, all read with a default:
+unreachable Redis costs at most one short socket timeout per pause.
+Settings, all read with a default:
 
 - `AGENTMARGIN_LIVE_UPDATES` (default True): False skips publishing.
 - `AGENTMARGIN_LIVE_CHANNEL_PREFIX` (default "agentmargin"): channel prefix.
@@ -20,6 +28,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 import threading
 import time
 from decimal import Decimal
@@ -45,9 +54,15 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CHANNEL_PREFIX = "agentmargin"
 
-# Publishing runs inside the recorder, so a Redis server that does not
-# respond delays a message by the connect or socket timeout, once per pause.
+# A Redis server that does not respond delays publishing by the connect or
+# socket timeout, once per pause.
 PUBLISH_SOCKET_TIMEOUT_SECONDS = 0.5
+# The background thread sends a batch this long after the first event of it
+# arrived. Events that gather beyond MAX_PENDING_EVENTS are dropped.
+PUBLISH_BATCH_SECONDS = 0.05
+MAX_PENDING_EVENTS = 10_000
+# The end of an execution waits this long at most for its events to be sent.
+FLUSH_TIMEOUT_SECONDS = 2.0
 PUBLISH_PAUSE_AFTER_FAILURE_SECONDS = 5.0
 WARNING_INTERVAL_SECONDS = 60.0
 
@@ -192,6 +207,16 @@ def publish_execution_finished(execution_id: int, status: str) -> None:
     """
     if not live_updates_enabled():
         return
+    built = _finished_channels_and_payload(execution_id, status)
+    if built is not None:
+        channels, payload = built
+        publisher.publish(channels, payload, execution_id=execution_id)
+
+
+def _finished_channels_and_payload(
+    execution_id: int, status: str
+) -> tuple[list[str], str] | None:
+    """Return the channels and JSON of the `execution_finished` event, None when the execution is gone."""
     execution = (
         Execution.objects.select_related("customer", "workflow")
         .filter(pk=execution_id)
@@ -203,13 +228,12 @@ def publish_execution_finished(execution_id: int, status: str) -> None:
             execution_id,
             status,
         )
-        return
-    event = finished_event(execution)
+        return None
     channels = [
         execution_channel(execution_id),
         customer_channel(execution.customer_id),
     ]
-    publisher.publish(channels, json.dumps(event), execution_id=execution_id)
+    return channels, json.dumps(finished_event(execution))
 
 
 def redis_client(*, socket_timeout: float, connect_timeout: float) -> redis.Redis:
@@ -244,17 +268,30 @@ class RedisPublisher:
 
     def publish(self, channels: list[str], payload: str, *, execution_id: int) -> bool:
         """Publish `payload` on each channel and return whether Redis accepted it."""
+        return self.publish_many(
+            [(channel, payload) for channel in channels], execution_id=execution_id
+        )
+
+    def publish_many(
+        self, messages: list[tuple[str, str]], *, execution_id: int, events: int = 1
+    ) -> bool:
+        """Publish (channel, payload) pairs in one pipeline; return whether Redis accepted them.
+
+        `events` is the number of events the pairs carry, all lost when
+        publishing fails. `execution_id` names the first of them in a
+        warning.
+        """
         if self.clock() < self._paused_until:
-            self._count_failure()
+            self._count_failures(events)
             return False
         try:
             pipeline = self._get_client().pipeline(transaction=False)
-            for channel in channels:
+            for channel, payload in messages:
                 pipeline.publish(channel, payload)
             pipeline.execute()
         except redis.RedisError as exc:
             self._paused_until = self.clock() + PUBLISH_PAUSE_AFTER_FAILURE_SECONDS
-            self._warn(execution_id, exc)
+            self._warn(execution_id, exc, events)
             return False
         return True
 
@@ -277,22 +314,28 @@ class RedisPublisher:
                 )
             return self._client
 
-    def _count_failure(self) -> None:
-        with self._lock:
-            self._failures_since_warning += 1
+    def count_failures(self, events: int) -> None:
+        """Count events lost without trying Redis, for the next warning."""
+        self._count_failures(events)
 
-    def _warn(self, execution_id: int, exc: redis.RedisError) -> None:
+    def _count_failures(self, events: int) -> None:
+        with self._lock:
+            self._failures_since_warning += events
+
+    def _warn(self, execution_id: int, exc: redis.RedisError, events: int) -> None:
         with self._lock:
             now = self.clock()
             if (
                 self._warned_at is not None
                 and now - self._warned_at < WARNING_INTERVAL_SECONDS
             ):
-                self._failures_since_warning += 1
+                self._failures_since_warning += events
                 return
             skipped = self._failures_since_warning
             self._warned_at = now
-            self._failures_since_warning = 0
+            # The warning names one event; the rest of them count towards
+            # the next warning.
+            self._failures_since_warning = events - 1
         logger.warning(
             "Execution %s: live update not published to Redis (%d more updates "
             "lost since the last warning), publishing paused for %ss: %s",
@@ -304,6 +347,151 @@ class RedisPublisher:
 
 
 publisher = RedisPublisher()
+
+
+class BackgroundPublisher:
+    """Publishes events from a thread of its own, in batches, without blocking.
+
+    `submit_update` and `submit` queue an event and return at once. The
+    thread, started on first use in each process (a forked child starts its
+    own), waits PUBLISH_BATCH_SECONDS after the first event of a batch and
+    sends all queued events in one pipeline through `publisher`, in the
+    order they were queued. When MAX_PENDING_EVENTS are waiting, further
+    events are dropped and counted in the next warning.
+    """
+
+    def __init__(
+        self,
+        redis_publisher: RedisPublisher,
+        *,
+        batch_seconds: float = PUBLISH_BATCH_SECONDS,
+        max_pending: int = MAX_PENDING_EVENTS,
+    ):
+        self.publisher = redis_publisher
+        self.batch_seconds = batch_seconds
+        self.max_pending = max_pending
+        self._start_state()
+
+    def _start_state(self) -> None:
+        # Items are (execution_id, customer_id, update) for an api_message
+        # event, (execution_id, messages) for a built event, or a
+        # threading.Event that flush() waits on.
+        self._pending: collections.deque = collections.deque()
+        self._wake = threading.Event()
+        self._flush_requested = False
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's queue and thread, which the child does not have."""
+        self._start_state()
+
+    def submit_update(
+        self, execution_id: int, customer_id: int | None, update: MessageUpdate
+    ) -> bool:
+        """Queue the `api_message` event of a recorder update; False when dropped."""
+        return self._put((execution_id, customer_id, update))
+
+    def submit(self, execution_id: int, channels: list[str], payload: str) -> bool:
+        """Queue `payload` for each channel, after the events already queued."""
+        return self._put((execution_id, [(channel, payload) for channel in channels]))
+
+    def flush(self, timeout: float = FLUSH_TIMEOUT_SECONDS) -> bool:
+        """Wait until the events queued so far are sent or lost; False on timeout."""
+        if self._thread is None and not self._pending:
+            return True
+        done = threading.Event()
+        self._pending.append(done)
+        self._flush_requested = True
+        self._ensure_thread()
+        self._wake.set()
+        return done.wait(timeout)
+
+    def _put(self, item) -> bool:
+        if len(self._pending) >= self.max_pending:
+            self.publisher.count_failures(1)
+            return False
+        self._pending.append(item)
+        if self._thread is None:
+            self._ensure_thread()
+        if not self._wake.is_set():
+            self._wake.set()
+        return True
+
+    def _ensure_thread(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                thread = threading.Thread(
+                    target=self._run, name="agentmargin-live-publisher", daemon=True
+                )
+                thread.start()
+                self._thread = thread
+
+    def _run(self) -> None:
+        wake = self._wake
+        while True:
+            wake.wait()
+            wake.clear()
+            if not self._flush_requested:
+                time.sleep(self.batch_seconds)
+            self._flush_requested = False
+            self._send_pending()
+
+    def _send_pending(self) -> None:
+        pending = self._pending
+        messages: list[tuple[str, str]] = []
+        events = 0
+        first_execution_id = 0
+        while pending:
+            item = pending.popleft()
+            if isinstance(item, threading.Event):
+                # Events queued before this flush marker go out first.
+                self._publish(messages, first_execution_id, events)
+                messages, events = [], 0
+                item.set()
+                continue
+            if not events:
+                first_execution_id = item[0]
+            events += 1
+            try:
+                messages.extend(self._messages_of(item))
+            except Exception:
+                # A bug here must not end the thread and with it live updates.
+                logger.exception(
+                    "Execution %s: live update not built, dropped", item[0]
+                )
+        self._publish(messages, first_execution_id, events)
+
+    @staticmethod
+    def _messages_of(item) -> list[tuple[str, str]]:
+        if len(item) == 2:
+            return item[1]
+        execution_id, customer_id, update = item
+        payload = json.dumps(message_event(execution_id, update))
+        messages = [(execution_channel(execution_id), payload)]
+        if customer_id is not None:
+            messages.append((customer_channel(customer_id), payload))
+        return messages
+
+    def _publish(
+        self, messages: list[tuple[str, str]], execution_id: int, events: int
+    ) -> None:
+        if not messages:
+            return
+        try:
+            self.publisher.publish_many(
+                messages, execution_id=execution_id, events=events
+            )
+        except Exception:
+            # RedisPublisher catches Redis errors; anything else is a bug,
+            # which must not end the thread and with it live updates.
+            logger.exception(
+                "Execution %s: publishing %d live updates failed", execution_id, events
+            )
+
+
+background = BackgroundPublisher(publisher)
+os.register_at_fork(after_in_child=background.after_fork_in_child)
 
 
 # Subscribing -------------------------------------------------------------
@@ -399,7 +587,7 @@ customer_ids = CustomerIdCache()
 def on_api_message_recorded(
     sender, *, execution_id: int, update: MessageUpdate, customer_id=None, **kwargs
 ) -> None:
-    """Publish a recorded message, using the signal's `customer_id` if it has one."""
+    """Queue a recorded message for publishing, using the signal's `customer_id` if it has one."""
     if not live_updates_enabled():
         return
     if customer_id is None:
@@ -412,21 +600,32 @@ def on_api_message_recorded(
                 execution_id,
                 exc,
             )
-    publish_message_update(execution_id, customer_id, update)
+    background.submit_update(execution_id, customer_id, update)
 
 
 def on_execution_finished(sender, *, execution_id: int, status: str, **kwargs) -> None:
-    """Publish the end of an execution and drop its cached customer id."""
+    """Publish the end of an execution after its messages, and wait until they are sent."""
     customer_ids.forget(execution_id)
     if not live_updates_enabled():
         return
     try:
-        publish_execution_finished(execution_id, status)
+        built = _finished_channels_and_payload(execution_id, status)
     except DatabaseError as exc:
         logger.warning(
             "Execution %s: reading the summary failed, end of run not published: %s",
             execution_id,
             exc,
+        )
+        built = None
+    if built is not None:
+        channels, payload = built
+        background.submit(execution_id, channels, payload)
+    if not background.flush():
+        logger.warning(
+            "Execution %s: live updates still unsent after %ss, left to the "
+            "background thread",
+            execution_id,
+            FLUSH_TIMEOUT_SECONDS,
         )
 
 

@@ -26,7 +26,6 @@ What the stream carries (claude-agent-sdk 0.2.189, Claude Code CLI 2.1.332):
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import math
 import time
@@ -39,8 +38,14 @@ from claude_agent_sdk import AssistantMessage, ResultMessage, StreamEvent, Syste
 from django.db import transaction
 from django.utils import timezone
 
+from agents.message_writer import (
+    MessageWriter,
+    insert_values,
+    prepared_statements_enabled,
+    update_values,
+)
 from agents.models import TOKEN_COUNT_FIELDS, ApiMessage, Execution
-from agents.pricing import TokenUsage, price_usage
+from agents.pricing import PriceQuote, TokenUsage, price_usage
 from agents.signals import api_message_recorded, execution_finished
 
 logger = logging.getLogger(__name__)
@@ -84,6 +89,9 @@ class MessageState:
     # False while the response's usage is missing or unreadable: its tokens
     # are then unknown, so it stays unpriced rather than costing zero.
     usage_known: bool = True
+    # The quote of the last full pricing. A new output count alone is
+    # priced from it, without looking the rates up again.
+    quote: PriceQuote | None = None
 
     def contribution(self) -> Contribution:
         """Return what this response adds to the execution's totals now."""
@@ -103,6 +111,12 @@ class MessageState:
 
     def token_counts(self) -> dict[str, int]:
         return {name: getattr(self.usage, name) for name in TOKEN_COUNT_FIELDS}
+
+    def copy(self) -> MessageState:
+        """Return a shallow copy, as dataclasses.replace() would, only faster."""
+        copied = object.__new__(MessageState)
+        copied.__dict__.update(self.__dict__)
+        return copied
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +180,9 @@ class StreamRecorder:
         clock: Callable[[], datetime] = timezone.now,
     ):
         self.execution = execution
+        # Read on every write, where a model's pk property costs more than a
+        # plain attribute.
+        self.execution_id = execution.pk
         self.listener = listener
         self.clock = clock
         self.totals = RunningTotals()
@@ -176,6 +193,7 @@ class StreamRecorder:
         self.result: ResultMessage | None = None
         self.interrupt_requested = False
         self._totals_written_at = -math.inf
+        self._writer: MessageWriter | None = None
         # Text of the last API error the CLI reported, for the execution.
         self.api_error = ""
         self._load_existing_messages()
@@ -263,8 +281,10 @@ class StreamRecorder:
 
     def _handle_stream_event(self, message: StreamEvent) -> None:
         event = message.event
-        agent_key = message.parent_tool_use_id or ""
         event_type = event.get("type")
+        if event_type not in USAGE_EVENT_TYPES:
+            return
+        agent_key = message.parent_tool_use_id or ""
         if event_type == "message_start":
             body = event.get("message")
             if not isinstance(body, dict):
@@ -413,8 +433,24 @@ class StreamRecorder:
         ):
             # A repeated final count: the stored row already has it.
             return
+        usage = state.usage
         try:
-            state.usage = dataclasses.replace(state.usage, **changes)
+            # Built directly, because dataclasses.replace() costs twice as
+            # much. TokenUsage still checks the counts.
+            state.usage = TokenUsage(
+                input_tokens=usage.input_tokens,
+                output_tokens=changes.get("output_tokens", usage.output_tokens),
+                cache_write_5m_tokens=usage.cache_write_5m_tokens,
+                cache_write_1h_tokens=usage.cache_write_1h_tokens,
+                cache_read_tokens=usage.cache_read_tokens,
+                web_search_requests=changes.get(
+                    "web_search_requests", usage.web_search_requests
+                ),
+                service_tier=usage.service_tier,
+                inference_geo=usage.inference_geo,
+                speed=usage.speed,
+                split_estimated=usage.split_estimated,
+            )
         except ValueError as exc:
             logger.warning(
                 "Execution %s: invalid message_delta usage of %s ignored: %s",
@@ -425,7 +461,12 @@ class StreamRecorder:
             return
         state.output_final = True
         # Listeners are notified by the message_stop that follows at once.
-        self._price_and_store(state, previous=previous, notify=False)
+        self._price_and_store(
+            state,
+            previous=previous,
+            notify=False,
+            output_only=state.usage.web_search_requests == usage.web_search_requests,
+        )
 
     def _current(self, agent_key: str) -> MessageState | None:
         message_id = self.open_message.get(agent_key)
@@ -588,10 +629,24 @@ class StreamRecorder:
         self._price_and_store(state, previous=previous)
 
     def _price_and_store(
-        self, state: MessageState, *, previous: Contribution | None, notify: bool = True
+        self,
+        state: MessageState,
+        *,
+        previous: Contribution | None,
+        notify: bool = True,
+        output_only: bool = False,
     ) -> None:
-        if state.usage_known:
+        """Price `state`, add it to the totals and store it.
+
+        `output_only` means that only the output count changed since the
+        last pricing, which can then reuse its quote.
+        """
+        quote = state.quote
+        if state.usage_known and output_only and _output_repriceable(quote):
+            state.cost_usd = _cost_with_output(quote, state.usage.output_tokens)
+        elif state.usage_known:
             quote = price_usage(state.model, state.usage, state.arrived_at)
+            state.quote = quote
             state.cost_usd = quote.cost_usd
             state.price_source = quote.source
             state.price_version = quote.version
@@ -603,43 +658,44 @@ class StreamRecorder:
         if previous is not None:
             self.totals.apply(previous, -1)
         self.totals.apply(state.contribution(), +1)
-        self._store(state)
+        in_transaction = self._store(state)
         if notify:
             update = self._snapshot(state)
-            # Notifies now when the write committed on its own, or once the
-            # caller's transaction commits.
-            transaction.on_commit(lambda: self._notify(update))
+            if in_transaction:
+                transaction.on_commit(lambda: self._notify(update))
+            else:
+                # The write has committed on its own.
+                self._notify(update)
 
-    def _store(self, state: MessageState) -> None:
+    def _store(self, state: MessageState) -> bool:
         """Write the row of `state`, with the execution's totals when they are due.
 
-        Every write commits before it returns. The totals go with a message
-        write at most every TOTALS_INTERVAL_SECONDS, and always at the end
-        of the run. They are sums of the committed rows, which the sweeper
-        recomputes after a crash. Writing the execution's wide row with
-        every message would cost more than the message itself. On
-        PostgreSQL a write is one statement, which outside a transaction
-        commits on its own (one round trip, no BEGIN or COMMIT) and inside
-        a caller's transaction runs in a savepoint. Other databases use
-        `atomic()`.
+        Return whether the write happened inside a caller's transaction, and
+        so has not committed yet. Outside one, every write commits before it
+        returns. The totals go with a message write at most every
+        TOTALS_INTERVAL_SECONDS, and always at the end of the run. They are
+        sums of the committed rows, which the sweeper recomputes after a
+        crash. Writing the execution's wide row with every message would
+        cost more than the message itself. On PostgreSQL a write is one
+        statement (agents.message_writer), which outside a transaction
+        commits on its own and inside a caller's transaction runs in a
+        savepoint. Other databases use `atomic()`.
         """
-        # NOTE: the test suite runs inside transactions, so it covers the
-        # savepoint path only. benchmarks/record_stream.py checks the rows and
-        # totals that the path outside a transaction stores.
         with_totals = self._totals_due()
         connection = transaction.get_connection()
-        if connection.vendor == "postgresql":
-            if connection.in_atomic_block:
-                with transaction.atomic():
-                    self._write_in_one_statement(connection, state, with_totals)
-            else:
+        in_transaction = connection.in_atomic_block
+        if connection.vendor != "postgresql":
+            with transaction.atomic():
+                self._write_message(state)
+                totals = self._copy_totals_to_execution()
+                if with_totals:
+                    Execution.objects.filter(pk=self.execution.pk).update(**totals)
+        elif in_transaction:
+            with transaction.atomic():
                 self._write_in_one_statement(connection, state, with_totals)
-            return
-        with transaction.atomic():
-            self._write_message(state)
-            totals = self._copy_totals_to_execution()
-            if with_totals:
-                Execution.objects.filter(pk=self.execution.pk).update(**totals)
+        else:
+            self._write_in_one_statement(connection, state, with_totals)
+        return in_transaction
 
     def _totals_due(self) -> bool:
         now = time.monotonic()
@@ -651,41 +707,20 @@ class StreamRecorder:
     def _write_in_one_statement(
         self, connection, state: MessageState, with_totals: bool
     ) -> None:
-        fields = self._message_fields(state)
-        totals = self._copy_totals_to_execution() if with_totals else {}
+        writer = self._writer
+        if writer is None or writer.connection is not connection:
+            writer = self._writer = MessageWriter(
+                connection, prepare=prepared_statements_enabled()
+            )
+        execution_id = self.execution_id
+        totals = self._copy_totals_to_execution() if with_totals else None
         if state.pk is None:
-            fields = {
-                "execution_id": self.execution.pk,
-                "message_id": state.message_id,
-                "sequence": state.sequence,
-                "arrived_at": state.arrived_at,
-                # create() would set this through auto_now.
-                "updated_at": timezone.now(),
-                **fields,
-            }
-            if with_totals:
-                statement = _insert_with_totals_sql(tuple(fields), tuple(totals))
-                params = [*fields.values(), *totals.values(), self.execution.pk]
-            else:
-                statement = _insert_sql(tuple(fields))
-                params = list(fields.values())
+            values = insert_values(execution_id, state, timezone.now())
+            state.pk = writer.insert(values, execution_id=execution_id, totals=totals)
         else:
-            fields["updated_at"] = timezone.now()
-            if with_totals:
-                statement = _update_with_totals_sql(tuple(fields), tuple(totals))
-                params = [
-                    *fields.values(),
-                    state.pk,
-                    *totals.values(),
-                    self.execution.pk,
-                ]
-            else:
-                statement = _update_sql(tuple(fields))
-                params = [*fields.values(), state.pk]
-        with connection.cursor() as cursor:
-            cursor.execute(statement, params)
-            if state.pk is None:
-                state.pk = cursor.fetchone()[0]
+            values = update_values(state, timezone.now())
+            values.append(state.pk)
+            writer.update(values, execution_id=execution_id, totals=totals)
 
     def _write_message(self, state: MessageState) -> None:
         fields = self._message_fields(state)
@@ -748,7 +783,7 @@ class StreamRecorder:
 
     def _snapshot(self, state: MessageState) -> MessageUpdate:
         return MessageUpdate(
-            message=dataclasses.replace(state),
+            message=state.copy(),
             running_cost_usd=self.totals.cost_usd,
             unpriced=self.totals.unpriced_messages > 0,
             complete=state.complete,
@@ -759,7 +794,7 @@ class StreamRecorder:
             self.listener(update)
         api_message_recorded.send(
             sender=Execution,
-            execution_id=self.execution.pk,
+            execution_id=self.execution_id,
             customer_id=self.execution.customer_id,
             update=update,
         )
@@ -794,80 +829,34 @@ class StreamRecorder:
             self.totals.apply(state.contribution(), +1)
 
 
-# PostgreSQL statements that write a message row and its execution's totals
-# together. Data-modifying WITH clauses run in the statement's transaction,
-# so the row and the totals commit or fail as one.
+_MILLION = Decimal(1_000_000)
 
 
-def _table(model) -> str:
-    return f'"{model._meta.db_table}"'
+def _output_repriceable(quote: PriceQuote | None) -> bool:
+    """Return whether `quote` can price another output count of its request.
 
-
-def _column(model, name: str) -> str:
-    return f'"{model._meta.get_field(name).column}"'
-
-
-def _assignments(model, names: tuple[str, ...]) -> str:
-    return ", ".join(f"{_column(model, name)} = %s" for name in names)
-
-
-@functools.cache
-def _insert_sql(message_fields: tuple[str, ...]) -> str:
-    """Return an INSERT of a message row that returns its id."""
-    columns = ", ".join(_column(ApiMessage, name) for name in message_fields)
-    values = ", ".join(["%s"] * len(message_fields))
-    return (
-        f"INSERT INTO {_table(ApiMessage)} ({columns}) VALUES ({values}) "
-        f"RETURNING {_column(ApiMessage, 'id')}"
-    )
-
-
-@functools.cache
-def _update_sql(message_fields: tuple[str, ...]) -> str:
-    """Return an UPDATE of a message row. Parameters: the fields, then its id."""
-    return (
-        f"UPDATE {_table(ApiMessage)} SET {_assignments(ApiMessage, message_fields)} "
-        f"WHERE {_column(ApiMessage, 'id')} = %s"
-    )
-
-
-@functools.cache
-def _insert_with_totals_sql(
-    message_fields: tuple[str, ...], execution_fields: tuple[str, ...]
-) -> str:
-    """Return an INSERT of a message row, returning its id, that also sets the totals.
-
-    Parameters: the message fields, the execution fields, the execution id.
-    """
-    columns = ", ".join(_column(ApiMessage, name) for name in message_fields)
-    values = ", ".join(["%s"] * len(message_fields))
-    return (
-        f"WITH message AS (INSERT INTO {_table(ApiMessage)} ({columns}) "
-        f"VALUES ({values}) RETURNING {_column(ApiMessage, 'id')}), "
-        f"execution AS (UPDATE {_table(Execution)} "
-        f"SET {_assignments(Execution, execution_fields)} "
-        f"WHERE {_column(Execution, 'id')} = %s) "
-        f"SELECT {_column(ApiMessage, 'id')} FROM message"
-    )
-
-
-@functools.cache
-def _update_with_totals_sql(
-    message_fields: tuple[str, ...], execution_fields: tuple[str, ...]
-) -> str:
-    """Return an UPDATE of a message row that also sets the totals.
-
-    Parameters: the message fields, the message id, the execution fields,
-    the execution id.
+    It can when it priced some output tokens at a rate, because the model's
+    rates then have an output rate and any output count is priced.
     """
     return (
-        f"WITH message AS (UPDATE {_table(ApiMessage)} "
-        f"SET {_assignments(ApiMessage, message_fields)} "
-        f"WHERE {_column(ApiMessage, 'id')} = %s) "
-        f"UPDATE {_table(Execution)} "
-        f"SET {_assignments(Execution, execution_fields)} "
-        f"WHERE {_column(Execution, 'id')} = %s"
+        quote is not None
+        and quote.cost_usd is not None
+        and bool(quote.breakdown.get("output"))
     )
+
+
+def _cost_with_output(quote: PriceQuote, output_tokens: int) -> Decimal:
+    """Return the cost of the quoted request with `output_tokens` of output.
+
+    Output does not count towards the prompt length, so the long-context
+    band and the tier and region multipliers stay those of the quote, and
+    only its output line changes. The lines are summed in the order and
+    with the operations of agents.pricing.rates.price(), so the result is
+    the Decimal a fresh price_usage() returns.
+    """
+    breakdown = dict(quote.breakdown)
+    breakdown["output"] = output_tokens * quote.rates["output"] / _MILLION
+    return sum(breakdown.values(), Decimal(0))
 
 
 SYNTHETIC_MODEL = "<synthetic>"

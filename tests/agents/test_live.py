@@ -319,6 +319,8 @@ def test_redis_warning_at_most_once_a_minute(settings, closed_port, caplog):
 def test_events_stream_stored_then_live_messages(transactional_db, admin_client):
     execution = ExecutionFactory(requested_model=SONNET)
     recorder = record(execution, FIRST_RESPONSE, finish=False)
+    # The first response's events go out before the stream subscribes.
+    live.background.flush()
 
     def record_rest():
         try:
