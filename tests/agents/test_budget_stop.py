@@ -123,7 +123,7 @@ def test_rejected_run_never_calls_api(target, simulator):
     assert execution.status == Execution.Status.BUDGET_EXCEEDED
     assert execution.started_at is None
     assert execution.api_message_count == 0
-    assert "would go over the budget" in execution.error
+    assert "is 99% used" in execution.error
     assert posts(simulator) == before
     assert not BudgetReservation.objects.filter(execution=execution).exists()
 
