@@ -65,6 +65,9 @@ class ExecutionFilterSerializer(serializers.Serializer):
 
 class ExecutionSerializer(serializers.ModelSerializer):
     workflow = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    error = serializers.SerializerMethodField(
+        help_text="Why the run ended early: our reason, without the CLI's diagnostics."
+    )
 
     class Meta:
         model = Execution
@@ -93,6 +96,11 @@ class ExecutionSerializer(serializers.ModelSerializer):
             "outcome_value_usd",
         ]
         read_only_fields = fields
+
+    def get_error(self, execution) -> str:
+        # The first line is our reason or the API's error; the lines after it
+        # are the CLI's own diagnostics, kept for staff.
+        return execution.error.split("\n", 1)[0]
 
 
 class ApiMessageSerializer(serializers.ModelSerializer):

@@ -389,3 +389,20 @@ def test_events_error_as_event_stream(client):
     response = client.get(f"{URL}/999999/events", HTTP_ACCEPT="text/event-stream")
     assert response.status_code == 404
     assert response.content.startswith(b"event: error\n")
+
+
+def test_detail_error_leaves_out_cli_diagnostics(client, customer, workflow):
+    execution = ExecutionFactory(
+        customer=customer,
+        workflow=workflow,
+        status=Execution.Status.INTERRUPTED,
+        finished_at=timezone.now(),
+        error=(
+            "Canceled by the customer while it ran; the run was interrupted.\n"
+            "[ede_diagnostic] result_type=user last_content_type=n/a"
+        ),
+    )
+    body = client.get(f"{URL}/{execution.pk}").json()
+    assert body["error"] == (
+        "Canceled by the customer while it ran; the run was interrupted."
+    )
