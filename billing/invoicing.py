@@ -191,11 +191,10 @@ def _subscription_of(
 ) -> Subscription | None:
     """Return the customer's subscription billed in the period, if any.
 
-    Among the subscriptions that started before `period_end` and had not
-    ended by `period_start`, that is the one whose billing periods include
-    this one (a customer who canceled and subscribed again has one of
-    each), else its open one, else its latest, of those started by
-    `period_start`.
+    The candidates started before `period_end` and had not ended by
+    `period_start`. The one whose billing periods include this one wins: a
+    customer who canceled and subscribed again has one of each. Otherwise
+    it is the open one, else the latest, of those started by `period_start`.
     """
     subscriptions = (
         Subscription.objects.filter(customer=customer, started_on__lt=period_end)
