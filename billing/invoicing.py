@@ -186,6 +186,23 @@ def usage_segments(
     ]
 
 
+def included_executions(
+    subscription: Subscription, period_start: date, period_end: date
+) -> int | None:
+    """Return the executions the period includes, prorated over its plans.
+
+    None when no part of the period is on a hybrid plan.
+    """
+    hybrid = [
+        segment
+        for segment in usage_segments(subscription, period_start, period_end)
+        if segment.plan.billing_model == Plan.BillingModel.HYBRID
+    ]
+    if not hybrid:
+        return None
+    return sum(segment.included for segment in hybrid)
+
+
 def _subscription_of(
     customer: Customer, period_start: date, period_end: date
 ) -> Subscription | None:

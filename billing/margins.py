@@ -21,6 +21,7 @@ proportion to their share of the customer's executions in the period.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, time
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -88,10 +89,7 @@ class CustomerMargin:
     def projected_revenue(self) -> Decimal | None:
         if not self.elapsed:
             return None
-        # NOTE: an estimate. Hybrid overage starts only above the included
-        # executions and a minimum fee tops up low fees, so neither scales
-        # linearly with the run rate.
-        return self.fixed_revenue + (self.revenue - self.fixed_revenue) / self.elapsed
+        return run_rate_projection(self.revenue, self.fixed_revenue, self.elapsed)
 
     @property
     def projected_margin(self) -> Decimal | None:
@@ -139,6 +137,29 @@ def margin_percent(margin: Decimal, revenue: Decimal) -> Decimal | None:
     return (margin * 100 / revenue).quantize(PERCENT_PLACES, rounding=ROUND_HALF_UP)
 
 
+def fixed_amount(lines: Iterable[dict]) -> Decimal:
+    """Return the total of the invoice lines (as JSON) that do not grow with usage."""
+    return sum(
+        (Decimal(line["amount"]) for line in lines if line["kind"] in FIXED_LINE_KINDS),
+        ZERO,
+    )
+
+
+def run_rate_projection(
+    total: Decimal, fixed: Decimal, elapsed: Decimal
+) -> Decimal | None:
+    """Project a period's total to its end: the fixed part as is, the rest by run rate.
+
+    Returns None while no time of the period has passed (`elapsed` is 0).
+    """
+    if not elapsed:
+        return None
+    # NOTE: an estimate. Hybrid overage starts only above the included
+    # executions and a minimum fee tops up low fees, so neither scales
+    # linearly with the run rate.
+    return fixed + (total - fixed) / elapsed
+
+
 def customer_period(customer: Customer, day: date) -> tuple[date, date]:
     """Return the customer's billing period containing `day`.
 
@@ -161,24 +182,14 @@ def customer_margin(*, customer: Customer, day: date, now: datetime) -> Customer
     if statement is not None:
         revenue = statement.revenue_total
         currency = statement.currency
-        fixed = sum(
-            (
-                Decimal(line["amount"])
-                for line in statement.lines
-                if line["kind"] in FIXED_LINE_KINDS
-            ),
-            ZERO,
-        )
+        fixed = fixed_amount(statement.lines)
     else:
         preview = invoice_preview(
             customer=customer, period_start=period_start, period_end=period_end
         )
         revenue = preview.total
         currency = preview.currency
-        fixed = sum(
-            (line.amount for line in preview.lines if line.kind in FIXED_LINE_KINDS),
-            ZERO,
-        )
+        fixed = fixed_amount(line.as_json() for line in preview.lines)
     return CustomerMargin(
         customer=customer,
         period_start=period_start,

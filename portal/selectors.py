@@ -19,8 +19,13 @@ from django.utils import timezone
 from agents.models import ApiMessage, Execution, Workflow
 from billing import plans
 from billing.budgets import budget_status
-from billing.invoicing import InvoiceLine, invoice_preview
-from billing.margins import customer_margin, customer_period
+from billing.invoicing import InvoiceLine, included_executions, invoice_preview
+from billing.margins import (
+    customer_period,
+    elapsed_fraction,
+    fixed_amount,
+    run_rate_projection,
+)
 from billing.models import PeriodStatement, Plan, StripeInvoice, Subscription
 from billing.selectors import (
     Usage,
@@ -278,13 +283,17 @@ def period_overview(
     subscription = open_subscription(customer)
     plan = plans.plan_on(subscription, today) if subscription else None
 
-    lines, currency, projected = (), "usd", None
+    lines, currency, projected, included = (), "usd", None, None
+    total = ZERO
     if subscription is not None and subscription.started_on <= today:
         preview = invoice_preview(customer=customer, period_start=start, period_end=end)
-        lines, currency = preview.lines, preview.currency
-        figures = customer_margin(customer=customer, day=today, now=now)
-        projected = figures.projected_revenue
-    total = sum((line.amount for line in lines), ZERO)
+        lines, currency, total = preview.lines, preview.currency, preview.total
+        projected = run_rate_projection(
+            total,
+            fixed_amount(line.as_json() for line in lines),
+            elapsed_fraction(start, end, now),
+        )
+        included = included_executions(subscription, start, end)
     overage = [line for line in lines if line.kind == "overage"]
     counts = _period_execution_counts(customer, start, end)
 
@@ -300,7 +309,7 @@ def period_overview(
         projected_total=_cents(projected) if projected is not None else None,
         executions_succeeded=counts["succeeded"],
         executions_started=counts["started"],
-        executions_included=_included_executions(plan),
+        executions_included=included,
         overage_executions=int(sum((line.quantity for line in overage), ZERO)),
         overage_amount=sum((line.amount for line in overage), ZERO),
         by_workflow=_allocate(
@@ -312,15 +321,6 @@ def period_overview(
         budget=_budget_bar(customer, now),
         rolled_up_at=usage_rolled_up_until(),
     )
-
-
-def _included_executions(plan: Plan | None) -> int | None:
-    if plan is None or plan.billing_model != Plan.BillingModel.HYBRID:
-        return None
-    # NOTE: after a prorated plan change the invoice splits the period and
-    # prorates the included executions, but this is the current plan's
-    # whole number.
-    return plan.included_executions
 
 
 def _period_execution_counts(customer: Customer, start: date, end: date) -> dict:

@@ -9,13 +9,15 @@ from decimal import ROUND_HALF_UP, Decimal
 from django.db.models import Count, Q
 
 from agents.models import Execution
-from billing.invoicing import (
-    _subscription_of,
-    invoice_preview,
-    usage_segments,
+from billing.invoicing import _subscription_of, included_executions, invoice_preview
+from billing.margins import (
+    customer_period,
+    elapsed_fraction,
+    fixed_amount,
+    run_rate_projection,
 )
-from billing.margins import FIXED_LINE_KINDS, customer_period, elapsed_fraction
 from billing.models import PeriodStatement, Plan, StripeInvoice
+from billing.plans import plan_on
 from billing.rollups import next_month_start
 from customers.models import Customer
 
@@ -96,26 +98,16 @@ def customer_usage(
     included = None
     plan = None
     if subscription is not None:
-        segments = usage_segments(subscription, period_start, period_end)
-        plan = segments[-1].plan
-        hybrid = [
-            segment
-            for segment in segments
-            if segment.plan.billing_model == Plan.BillingModel.HYBRID
-        ]
-        if hybrid:
-            included = sum(segment.included for segment in hybrid)
+        plan = plan_on(subscription, period_end - timedelta(days=1))
+        included = included_executions(subscription, period_start, period_end)
     total = sum((Decimal(line["amount"]) for line in lines), ZERO)
-    fixed = sum(
-        (Decimal(line["amount"]) for line in lines if line["kind"] in FIXED_LINE_KINDS),
-        ZERO,
+    projected = run_rate_projection(
+        total,
+        fixed_amount(lines),
+        elapsed_fraction(period_start, period_end, now),
     )
-    elapsed = elapsed_fraction(period_start, period_end, now)
-    projected = None
-    if elapsed:
-        projected = (fixed + (total - fixed) / elapsed).quantize(
-            CENT, rounding=ROUND_HALF_UP
-        )
+    if projected is not None:
+        projected = projected.quantize(CENT, rounding=ROUND_HALF_UP)
     overage = sum(
         (Decimal(line["quantity"]) for line in lines if line["kind"] == "overage"),
         ZERO,

@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from billing import services
-from billing.invoicing import split_included, usage_segments
+from billing.invoicing import included_executions, split_included, usage_segments
 from billing.models import PeriodRevenue, PeriodStatement, Subscription
 from billing.revenue import customers_with_margin, period_revenue_refresh
 from billing.services import (
@@ -419,3 +419,20 @@ def test_calendar_month_before_subscription_start(basic_and_pro):
     assert amounts(preview(customer, (date(2025, 2, 4), date(2025, 3, 4)))) == [
         ("base", D("100.00"))
     ]
+
+
+def test_included_executions_prorated(starter, scale):
+    customer = subscribe(starter, start=FEBRUARY[0])
+    subscription = subscription_of(customer)
+    assert included_executions(subscription, *FEBRUARY) == 50
+    subscription_change_plan(
+        subscription=subscription, plan=scale, prorate=True, at=date(2025, 2, 15)
+    )
+    # Half of February on each: 25 of starter's 50 and 100 of scale's 200.
+    assert included_executions(subscription, *FEBRUARY) == 125
+
+
+def test_included_executions_without_hybrid(basic_and_pro):
+    basic, _ = basic_and_pro
+    customer = subscribe(basic, start=FEBRUARY[0])
+    assert included_executions(subscription_of(customer), *FEBRUARY) is None
