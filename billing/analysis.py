@@ -458,7 +458,7 @@ def rounded_text(value: Decimal | None, places: str = "0.000001") -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class PlanEarnings:
-    """What a plan charges against a workflow's cost: per execution, or per month.
+    """A plan's charge set against a workflow's cost, per execution or per month.
 
     `basis` names the figure compared: the plan's price per execution,
     its overage price, its monthly price against a customer's monthly

@@ -110,12 +110,12 @@ def period_spend(
     )
     if exclude_execution_id is not None:
         executions = executions.exclude(pk=exclude_execution_id)
-    held = Q(
+    reserved = Q(
         budget_reservation__isnull=False,
         budget_reservation__released_at__isnull=True,
     )
     counted = Case(
-        When(held, then=Greatest("cost_usd", "budget_reservation__amount_usd")),
+        When(reserved, then=Greatest("cost_usd", "budget_reservation__amount_usd")),
         default=F("cost_usd"),
         output_field=COST_FIELD,
     )

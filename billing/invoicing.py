@@ -383,9 +383,9 @@ def split_included(exact: list[Decimal]) -> list[int]:
     """Return whole included executions for each segment's exact prorated share.
 
     The parts add up to the exact total rounded half up, so a period split
-    in two never includes more executions than it would whole: each part
-    is rounded down, and the executions left go to the parts with the
-    largest fractions, the earlier first on a tie.
+    in two never includes more executions than it would whole. Each part
+    is rounded down first. The executions left then go to the parts with
+    the largest fractions, the earlier part first on a tie.
     """
     total = int(sum(exact, ZERO).quantize(Decimal(1), rounding=ROUND_HALF_UP))
     parts = [int(value) for value in exact]

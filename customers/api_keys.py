@@ -108,10 +108,10 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
 
 
 def api_key_authenticate(key: str) -> ApiKey:
-    """Return the active key `key` is, with its customer; raise ApiKeyInvalid if none.
+    """Return the active ApiKey matching `key`, with its customer.
 
-    The hash comparison takes constant time, so its timing tells nothing
-    about the stored hash.
+    Raises ApiKeyInvalid when no active key matches. The hash comparison
+    takes constant time, so its timing reveals nothing about the stored hash.
     """
     if not key.startswith(KEY_START) or key[PREFIX_LENGTH : PREFIX_LENGTH + 1] != "_":
         raise ApiKeyInvalid("The API key is malformed.")

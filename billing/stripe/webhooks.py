@@ -8,8 +8,8 @@ object is fetched from Stripe again, when a client is configured.
 
 A signed event whose payload can never be processed (a missing object,
 a field of the wrong type) is stored as failed with the reason, logged
-and raised as a staff alert, and the endpoint returns 200 so Stripe stops
-sending it. A database error, or any other unexpected error, is
+and raised as a staff alert. The endpoint returns 200 for it, so Stripe
+stops sending it. A database error, or any other unexpected error, is
 answered with 500 so that Stripe sends the event again.
 """
 

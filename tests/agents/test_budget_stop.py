@@ -80,7 +80,7 @@ def test_budget_stop_mid_response(target):
     elapsed = time.monotonic() - started
     turn = scenario_usage("stall")[0]
     assert execution.status == Execution.Status.BUDGET_EXCEEDED
-    # The simulator holds the response open for 40 s.
+    # The simulator keeps the response open for 40 s.
     assert elapsed < 20
     assert execution.api_message_count == 1
     assert execution.cost_usd == expected_cost(
