@@ -9,6 +9,11 @@ messages compare the execution's running cost with those figures in
 memory. The database is read again only when the watch is older than
 AGENTMARGIN_ALERT_CACHE_SECONDS, and written only when a rule fires.
 
+Every real-time condition is monotonic in the execution's running cost, so
+a watch also keeps the lowest running cost at which any pending rule can
+hold (`trigger_cost_usd`). Below it a message costs one comparison; at or
+above it the rules are evaluated in full, and they alone decide.
+
 The watch's base figures are up to that many seconds old, so a crossing
 caused by another process's executions may be seen late here. The
 periodic check (`billing.alerting.periodic`) catches it in any case.
@@ -59,6 +64,12 @@ REALTIME_KINDS = frozenset(
 MAX_WATCHES = 1000
 
 
+# Subtracted from each computed trigger cost, so that rounding in the
+# rules' own arithmetic can never make a crossing happen below it.
+TRIGGER_SLACK_USD = Decimal("0.000001")
+INFINITY = Decimal("Infinity")
+
+
 @dataclasses.dataclass
 class Watch:
     """Rules and base figures of one execution's real-time check, reloaded per TTL."""
@@ -72,6 +83,64 @@ class Watch:
     soft_budget_usd: Decimal | None
     revenue_usd: Decimal | None
     fired: set[int]
+    # Monotonic time after which the watch is reloaded.
+    expires_at: float = float("inf")
+    # Rules not fired yet, the lowest running cost at which one of them can
+    # hold, and whether one of them fires on unpriced usage.
+    pending: list[AlertRule] = dataclasses.field(default_factory=list)
+    trigger_cost_usd: Decimal = INFINITY
+    watches_unpriced: bool = False
+
+    def __post_init__(self):
+        self.refresh_pending()
+
+    def refresh_pending(self) -> None:
+        """Recompute the pending rules and their trigger after rules load or fire."""
+        self.pending = [rule for rule in self.rules if rule.pk not in self.fired]
+        self.watches_unpriced = any(
+            rule.kind == AlertRule.Kind.UNPRICED_USAGE for rule in self.pending
+        )
+        self.trigger_cost_usd = min(
+            (self.trigger_cost(rule) for rule in self.pending), default=INFINITY
+        )
+
+    def trigger_cost(self, rule: AlertRule) -> Decimal:
+        """Return the lowest running cost of the execution at which `rule` can hold.
+
+        The value errs low by TRIGGER_SLACK_USD. Minus infinity means the rule
+        is evaluated on every message, infinity that it cannot hold in this
+        watch.
+        """
+        kind, threshold, other = rule.kind, rule.threshold, self.other_cost_usd
+        if kind == AlertRule.Kind.UNPRICED_USAGE:
+            return INFINITY
+        if kind == AlertRule.Kind.SOFT_BUDGET:
+            if self.soft_budget_usd is None:
+                return INFINITY
+            return self.soft_budget_usd - other - TRIGGER_SLACK_USD
+        if threshold is None:
+            return INFINITY
+        if kind == AlertRule.Kind.PERIOD_COST:
+            level = threshold - other
+        elif kind == AlertRule.Kind.EXECUTION_COST:
+            level = threshold
+        elif kind == AlertRule.Kind.BUDGET_USED:
+            hard = self.hard_budget_usd
+            if not hard:
+                return INFINITY
+            if hard < 0:
+                return -INFINITY
+            level = threshold * hard / 100 - other
+        elif kind == AlertRule.Kind.MARGIN:
+            revenue = self.revenue_usd
+            if not revenue:
+                return INFINITY
+            if revenue < 0:
+                return -INFINITY
+            level = revenue - other - threshold * revenue / 100
+        else:
+            return -INFINITY
+        return level - TRIGGER_SLACK_USD
 
     def figures(
         self, execution_id: int, running_cost_usd: Decimal, unpriced: bool
@@ -100,14 +169,19 @@ def on_api_message_recorded(
 ) -> None:
     """Check the customer's real-time rules against the execution's running totals."""
     watch = _watch(execution_id, customer_id)
-    pending = [rule for rule in watch.rules if rule.pk not in watch.fired]
-    if not pending:
+    running_cost = update.running_cost_usd
+    if running_cost < watch.trigger_cost_usd and not (
+        update.unpriced and watch.watches_unpriced
+    ):
         return
-    figures = watch.figures(execution_id, update.running_cost_usd, update.unpriced)
-    for crossing in crossings(pending, figures):
+    figures = watch.figures(execution_id, running_cost, update.unpriced)
+    found = crossings(watch.pending, figures)
+    for crossing in found:
         # Marked first: a failed insert must not be retried on every message.
         watch.fired.add(crossing.rule.pk)
         alert_fire(crossing, customer_id=customer_id, period_start=watch.period_start)
+    if found:
+        watch.refresh_pending()
 
 
 def forget(execution_id: int) -> None:
@@ -124,14 +198,12 @@ def clear() -> None:
 
 def _watch(execution_id: int, customer_id: int) -> Watch:
     now = time.monotonic()
-    with _lock:
-        watch = _watches.get(execution_id)
-    if (
-        watch is not None
-        and now - watch.loaded_at < settings.AGENTMARGIN_ALERT_CACHE_SECONDS
-    ):
+    # A dict read needs no lock; the lock keeps writers from interleaving.
+    watch = _watches.get(execution_id)
+    if watch is not None and now < watch.expires_at:
         return watch
     watch = _load(execution_id, customer_id, now)
+    watch.expires_at = now + settings.AGENTMARGIN_ALERT_CACHE_SECONDS
     with _lock:
         if len(_watches) >= MAX_WATCHES:
             oldest = min(_watches, key=lambda key: _watches[key].loaded_at)

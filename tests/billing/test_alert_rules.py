@@ -12,7 +12,7 @@ from agents.models import Execution
 from billing.alerting import realtime
 from billing.alerting.executions import execution_rules_check, stalled_rules_check
 from billing.alerting.periodic import alert_rules_evaluate
-from billing.alerting.rules import Crossing, alert_fire, effective_rules
+from billing.alerting.rules import Crossing, alert_fire, crossings, effective_rules
 from billing.models import Alert, AlertRule, MonthlyUsage, Plan
 from billing.services import subscription_create
 from billing.tasks import evaluate_alert_rules
@@ -351,6 +351,135 @@ def test_realtime_unpriced_and_soft_budget(customer, workflow, settings):
         unpriced.pk,
         soft.pk,
     }
+
+
+# Each case: the rule, the watch's base figures, and the running cost of the
+# execution at which the rule's condition starts to hold ("at" means it
+# holds from that cost on, "above" only past it).
+TRIGGER_CASES = [
+    pytest.param(
+        AlertRule.Kind.PERIOD_COST, "10", {"other": "4"}, "6", "above", id="period"
+    ),
+    pytest.param(
+        AlertRule.Kind.EXECUTION_COST, "3", {"other": "4"}, "3", "above", id="execution"
+    ),
+    pytest.param(
+        AlertRule.Kind.BUDGET_USED,
+        "80",
+        {"other": "1", "hard": "20"},
+        "15",
+        "at",
+        id="budget-used",
+    ),
+    pytest.param(
+        AlertRule.Kind.SOFT_BUDGET,
+        None,
+        {"other": "2", "soft": "7"},
+        "5",
+        "at",
+        id="soft",
+    ),
+    # Revenue 30, other cost 3, margin below 25%: the period cost must pass
+    # 22.50, so the execution's cost must pass 19.50.
+    pytest.param(
+        AlertRule.Kind.MARGIN,
+        "25",
+        {"other": "3", "revenue": "30"},
+        "19.5",
+        "above",
+        id="margin",
+    ),
+    # A margin threshold that does not divide evenly: 100 * 2/3 of 0.7.
+    pytest.param(
+        AlertRule.Kind.MARGIN,
+        "33.333",
+        {"other": "0.1", "revenue": "0.7"},
+        "0.3666690",
+        "above",
+        id="margin-uneven",
+    ),
+]
+
+
+def watch_for(rule_obj, other="0", hard=None, soft=None, revenue=None):
+    return realtime.Watch(
+        customer_id=1,
+        period_start=date(2026, 12, 1),
+        loaded_at=0.0,
+        rules=[rule_obj],
+        other_cost_usd=Decimal(other),
+        hard_budget_usd=None if hard is None else Decimal(hard),
+        soft_budget_usd=None if soft is None else Decimal(soft),
+        revenue_usd=None if revenue is None else Decimal(revenue),
+        fired=set(),
+    )
+
+
+@pytest.mark.parametrize("kind, threshold, base, crossing, side", TRIGGER_CASES)
+def test_realtime_trigger_cost_never_skips_a_crossing(
+    kind, threshold, base, crossing, side
+):
+    """Below the watch's trigger cost no rule holds; past the crossing one does."""
+    unsaved = AlertRule(
+        pk=1, kind=kind, threshold=None if threshold is None else Decimal(threshold)
+    )
+    watch = watch_for(unsaved, **base)
+    crossing = Decimal(crossing)
+    tiny = Decimal("0.0000000001")
+
+    def holds(cost: Decimal) -> bool:
+        return bool(crossings([unsaved], watch.figures(7, cost, False)))
+
+    assert watch.trigger_cost_usd <= crossing
+    # The trigger sits just below the crossing, not far below it.
+    assert crossing - watch.trigger_cost_usd <= Decimal("0.00001")
+    for cost in (Decimal(0), crossing - Decimal("0.01"), crossing - tiny):
+        assert not holds(cost), cost
+    assert holds(crossing) == (side == "at")
+    assert holds(crossing + Decimal("0.00001"))
+    # Every cost at which the rule holds is at or above the trigger.
+    for cost in (crossing, crossing + tiny, crossing + 1):
+        if holds(cost):
+            assert cost >= watch.trigger_cost_usd
+
+
+def test_realtime_trigger_cost_for_rules_that_cannot_fire():
+    no_budget = AlertRule(pk=1, kind=AlertRule.Kind.BUDGET_USED, threshold=Decimal(50))
+    no_revenue = AlertRule(pk=2, kind=AlertRule.Kind.MARGIN, threshold=Decimal(20))
+    no_soft = AlertRule(pk=3, kind=AlertRule.Kind.SOFT_BUDGET)
+    unpriced = AlertRule(pk=4, kind=AlertRule.Kind.UNPRICED_USAGE)
+    for unsaved in (no_budget, no_revenue, no_soft):
+        assert watch_for(unsaved).trigger_cost_usd == realtime.INFINITY
+    watch = watch_for(unpriced)
+    assert watch.trigger_cost_usd == realtime.INFINITY
+    assert watch.watches_unpriced
+    # A loss-making period (negative revenue) is checked on every message.
+    assert watch_for(no_revenue, revenue="-5").trigger_cost_usd == -realtime.INFINITY
+
+
+def test_realtime_trigger_moves_up_once_a_rule_fires(customer, workflow, settings):
+    settings.AGENTMARGIN_ALERT_CACHE_SECONDS = 300
+    low = rule(AlertRule.Kind.EXECUTION_COST, "1")
+    high = rule(AlertRule.Kind.EXECUTION_COST, "5")
+    running = make_execution(customer, workflow, datetime.now(UTC))
+
+    def record(cost: str):
+        realtime.on_api_message_recorded(
+            Execution,
+            execution_id=running.pk,
+            customer_id=customer.pk,
+            update=Update(Decimal(cost)),
+        )
+
+    record("0.5")
+    watch = realtime._watches[running.pk]
+    assert watch.trigger_cost_usd < Decimal(1)
+    record("2")
+    assert set(Alert.objects.values_list("rule_id", flat=True)) == {low.pk}
+    assert Decimal(1) < watch.trigger_cost_usd < Decimal(5)
+    record("6")
+    assert set(Alert.objects.values_list("rule_id", flat=True)) == {low.pk, high.pk}
+    assert watch.trigger_cost_usd == realtime.INFINITY
 
 
 def test_finish_check_compares_sdk_cost(customer, workflow):
