@@ -7,8 +7,10 @@ has committed, so a receiver always reads committed rows.
 from django.dispatch import Signal
 
 # Sent with `execution_id` and `update` (an agents.recorder.MessageUpdate)
-# each time an API message is stored or its counts change.
-api_message_recorded = Signal()
+# each time an API message is stored or its counts change. Sent twice per
+# API response on the recording path, so its receivers are cached per
+# sender; connect() and disconnect() clear the cache.
+api_message_recorded = Signal(use_caching=True)
 
 # Sent with `execution_id` and `status` once an execution reaches a final
 # status.
