@@ -265,6 +265,10 @@ def serve(index: int, inbox, outbox, progress) -> None:
     """
     try:
         django.setup()
+        # What a Celery pool process does when it starts (config/celery.py).
+        from config.worker import worker_process_prepare
+
+        worker_process_prepare()
     except Exception:
         outbox.put(("error", index, traceback.format_exc()))
         return

@@ -13,6 +13,7 @@ from decimal import Decimal
 from importlib import metadata
 
 import genai_prices
+from genai_prices import data_snapshot
 from genai_prices.types import ModelInfo, ModelPrice, TieredPrices
 
 from .rates import RateCard, Tier
@@ -52,6 +53,11 @@ def find_model(model: str) -> ModelInfo | None:
         info = _lookup(model)
         _models[model] = info
         return info
+
+
+def preload() -> None:
+    """Load genai-prices' bundled table now instead of at the first lookup."""
+    data_snapshot.get_snapshot()
 
 
 def rate_card(info: ModelInfo, at: datetime, *, speed: str = "") -> RateCard:

@@ -239,6 +239,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": AGENTMARGIN_TASK_HARD_TIME_LIMIT + 600,
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# A new pool process imports the Agent SDK and freezes its start-up objects
+# (config.worker) before it reports ready, which on a busy machine can take
+# longer than Celery's default of 4 seconds.
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = 30
 
 # Anthropic API. An empty base URL means the SDK's default, the real API.
 ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="")
