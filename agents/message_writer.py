@@ -145,17 +145,18 @@ class MessageWriter:
             )
 
     def _execute(self, statement: Statement, params: list):
-        with self.connection.wrap_database_errors:
+        try:
             raw = self._get_connection()
-            values = self._transformer.dump_sequence(
-                params, [PyFormat.TEXT] * len(params)
-            )
-            pgconn = raw.pgconn
+            values = self._transformer.dump_sequence(params, _text_formats(len(params)))
             if not self.prepare:
-                result = pgconn.exec_params(statement.sql, values)
+                result = raw.pgconn.exec_params(statement.sql, values)
             else:
                 result = self._execute_prepared(raw, statement, values)
             _check(raw, result)
+        except Exception:
+            # Entered only on failure: it turns the error into Django's.
+            with self.connection.wrap_database_errors:
+                raise
         return result
 
     def _execute_prepared(self, raw: psycopg.Connection, statement: Statement, values):
@@ -180,6 +181,8 @@ class MessageWriter:
 
     def _get_connection(self) -> psycopg.Connection:
         raw = self.connection.connection
+        if raw is self._psycopg_connection and raw is not None:
+            return raw
         if raw is None:
             self.connection.ensure_connection()
             raw = self.connection.connection
@@ -188,6 +191,11 @@ class MessageWriter:
             self._prepared = _prepared_on.setdefault(raw, set())
             self._psycopg_connection = raw
         return raw
+
+
+@functools.cache
+def _text_formats(count: int) -> list[PyFormat]:
+    return [PyFormat.TEXT] * count
 
 
 def _check(raw: psycopg.Connection, result) -> None:

@@ -30,7 +30,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -119,9 +119,12 @@ class MessageState:
         return copied
 
 
-@dataclasses.dataclass(frozen=True)
-class MessageUpdate:
-    """A stored change to one API message, with the execution's new running cost."""
+class MessageUpdate(NamedTuple):
+    """A stored change to one API message, with the execution's new running cost.
+
+    A named tuple rather than a frozen dataclass: two are built per API
+    message, and a frozen dataclass takes twice as long to build.
+    """
 
     message: MessageState
     running_cost_usd: Decimal
@@ -139,23 +142,48 @@ class Contribution(NamedTuple):
 
 @dataclasses.dataclass
 class RunningTotals:
-    tokens: dict[str, int] = dataclasses.field(
-        default_factory=lambda: dict.fromkeys(TOKEN_COUNT_FIELDS, 0)
+    # Token counts in TOKEN_COUNT_FIELDS order.
+    counts: list[int] = dataclasses.field(
+        default_factory=lambda: [0] * len(TOKEN_COUNT_FIELDS)
     )
     cost_usd: Decimal = Decimal(0)
     unpriced_messages: int = 0
     estimated_messages: int = 0
 
+    @property
+    def tokens(self) -> dict[str, int]:
+        return dict(zip(TOKEN_COUNT_FIELDS, self.counts, strict=True))
+
     def apply(self, contribution: Contribution, sign: int) -> None:
-        tokens = self.tokens
-        for name, value in zip(TOKEN_COUNT_FIELDS, contribution.counts, strict=True):
-            tokens[name] += sign * value
+        counts = self.counts
+        for index, value in enumerate(contribution.counts):
+            counts[index] += sign * value
         if contribution.cost_usd is None:
             self.unpriced_messages += sign
         else:
             self.cost_usd += sign * contribution.cost_usd
         if contribution.estimated:
             self.estimated_messages += sign
+
+    def replace(self, previous: Contribution, current: Contribution) -> None:
+        """Swap one response's earlier contribution for its current one."""
+        counts = self.counts
+        for index, (old, new) in enumerate(
+            zip(previous.counts, current.counts, strict=True)
+        ):
+            if old != new:
+                counts[index] += new - old
+        if previous.cost_usd is not current.cost_usd:
+            if previous.cost_usd is None:
+                self.unpriced_messages -= 1
+            else:
+                self.cost_usd -= previous.cost_usd
+            if current.cost_usd is None:
+                self.unpriced_messages += 1
+            else:
+                self.cost_usd += current.cost_usd
+        if previous.estimated != current.estimated:
+            self.estimated_messages += 1 if current.estimated else -1
 
 
 def is_usage_message(message: object) -> bool:
@@ -317,9 +345,9 @@ class StreamRecorder:
         `abandoned_blocks`. That response, and any without a final output
         count, is kept at its last counts and marked estimated.
         """
-        previous = state.contribution()
         state.complete = True
         if (abandoned or not state.output_final) and not state.estimated:
+            previous = state.contribution()
             state.estimated = True
             self._price_and_store(state, previous=previous)
         else:
@@ -410,14 +438,13 @@ class StreamRecorder:
     def _apply_delta(self, state: MessageState, usage: dict) -> None:
         if state.complete and state.output_final:
             return
-        previous = state.contribution()
-        changes = {}
         try:
-            if usage.get("output_tokens") is not None:
-                changes["output_tokens"] = int(usage["output_tokens"])
+            output = usage.get("output_tokens")
+            if output is not None:
+                output = int(output)
             searches = (usage.get("server_tool_use") or {}).get("web_search_requests")
             if searches is not None:
-                changes["web_search_requests"] = int(searches)
+                searches = int(searches)
         except (TypeError, ValueError, AttributeError):
             logger.warning(
                 "Execution %s: unreadable message_delta usage of %s ignored: %r",
@@ -426,26 +453,31 @@ class StreamRecorder:
                 usage,
             )
             return
-        if not changes:
+        if output is None and searches is None:
             return
-        if state.output_final and all(
-            getattr(state.usage, name) == value for name, value in changes.items()
+        usage = state.usage
+        if output is None:
+            output = usage.output_tokens
+        if searches is None:
+            searches = usage.web_search_requests
+        if (
+            state.output_final
+            and output == usage.output_tokens
+            and searches == usage.web_search_requests
         ):
             # A repeated final count: the stored row already has it.
             return
-        usage = state.usage
+        previous = state.contribution()
         try:
             # Built directly, because dataclasses.replace() costs twice as
             # much. TokenUsage still checks the counts.
             state.usage = TokenUsage(
                 input_tokens=usage.input_tokens,
-                output_tokens=changes.get("output_tokens", usage.output_tokens),
+                output_tokens=output,
                 cache_write_5m_tokens=usage.cache_write_5m_tokens,
                 cache_write_1h_tokens=usage.cache_write_1h_tokens,
                 cache_read_tokens=usage.cache_read_tokens,
-                web_search_requests=changes.get(
-                    "web_search_requests", usage.web_search_requests
-                ),
+                web_search_requests=searches,
                 service_tier=usage.service_tier,
                 inference_geo=usage.inference_geo,
                 speed=usage.speed,
@@ -655,9 +687,10 @@ class StreamRecorder:
             state.cost_usd = None
             state.price_source = ""
             state.price_version = "usage missing or unreadable"
-        if previous is not None:
-            self.totals.apply(previous, -1)
-        self.totals.apply(state.contribution(), +1)
+        if previous is None:
+            self.totals.apply(state.contribution(), +1)
+        else:
+            self.totals.replace(previous, state.contribution())
         in_transaction = self._store(state)
         if notify:
             update = self._snapshot(state)
@@ -714,11 +747,13 @@ class StreamRecorder:
             )
         execution_id = self.execution_id
         totals = self._copy_totals_to_execution() if with_totals else None
+        # datetime.now(UTC) is timezone.now() with USE_TZ on, minus the
+        # settings lookup.
         if state.pk is None:
-            values = insert_values(execution_id, state, timezone.now())
+            values = insert_values(execution_id, state, datetime.now(UTC))
             state.pk = writer.insert(values, execution_id=execution_id, totals=totals)
         else:
-            values = update_values(state, timezone.now())
+            values = update_values(state, datetime.now(UTC))
             values.append(state.pk)
             writer.update(values, execution_id=execution_id, totals=totals)
 

@@ -40,8 +40,19 @@ class TokenUsage:
     split_estimated: bool = False
 
     def __post_init__(self):
-        for name in _COUNT_FIELDS:
-            _check_count(name, getattr(self, name))
+        counts = (
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_write_5m_tokens,
+            self.cache_write_1h_tokens,
+            self.cache_read_tokens,
+            self.web_search_requests,
+        )
+        # Plain ints in range pass on this first test; anything else gets
+        # the checks that name the field.
+        for name, value in zip(_COUNT_FIELDS, counts, strict=True):
+            if type(value) is not int or not 0 <= value <= MAX_COUNT:
+                _check_count(name, value)
 
     @classmethod
     def from_api(cls, usage: Mapping[str, Any]) -> TokenUsage:
@@ -136,7 +147,8 @@ def _count(source: Mapping[str, Any], key: str, prefix: str = "") -> int:
     value = source.get(key)
     if value is None:
         return 0
-    _check_count(prefix + key, value)
+    if type(value) is not int or not 0 <= value <= MAX_COUNT:
+        _check_count(prefix + key, value)
     return value
 
 

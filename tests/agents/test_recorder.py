@@ -1,9 +1,10 @@
+import itertools
 from decimal import Decimal
 
 import pytest
 
-from agents.models import ApiMessage, Execution, ModelPrice
-from agents.recorder import StreamRecorder
+from agents.models import TOKEN_COUNT_FIELDS, ApiMessage, Execution, ModelPrice
+from agents.recorder import Contribution, RunningTotals, StreamRecorder
 from tests.agents import stream
 from tests.factories import ExecutionFactory
 
@@ -283,3 +284,30 @@ def test_listener_sees_each_complete_message(django_capture_on_commit_callbacks)
     assert [update.message.message_id for update in complete] == ["msg_1", "msg_2"]
     assert complete[0].running_cost_usd == Decimal("0.0045")
     assert complete[1].running_cost_usd == Decimal("0.01065")
+
+
+CONTRIBUTIONS = [
+    Contribution((100, 1, 0, 0, 5000, 0), Decimal("0.0018"), False),
+    Contribution((100, 250, 0, 0, 5000, 0), Decimal("0.0055"), False),
+    Contribution((100, 250, 0, 0, 5000, 1), Decimal("0.0155"), True),
+    Contribution((100, 250, 0, 0, 5000, 0), None, False),
+    Contribution((7, 3, 2048, 1024, 0, 0), None, True),
+]
+
+
+@pytest.mark.parametrize(
+    "previous, current", list(itertools.product(CONTRIBUTIONS, repeat=2))
+)
+def test_replacing_a_contribution_matches_removing_and_adding_it(previous, current):
+    """RunningTotals.replace() is a one-pass apply(previous, -1) and apply(current, +1)."""
+    base = Contribution((1, 2, 3, 4, 5, 6), Decimal("1.5"), True)
+    replaced, reapplied = RunningTotals(), RunningTotals()
+    for totals in (replaced, reapplied):
+        totals.apply(base, +1)
+        totals.apply(previous, +1)
+    replaced.replace(previous, current)
+    reapplied.apply(previous, -1)
+    reapplied.apply(current, +1)
+    assert replaced == reapplied
+    assert list(replaced.tokens) == list(TOKEN_COUNT_FIELDS)
+    assert replaced.tokens["output_tokens"] == 2 + current.counts[1]
