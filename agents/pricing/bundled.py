@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime
+from datetime import UTC, datetime, time
 from decimal import Decimal
 from importlib import metadata
 
 import genai_prices
 from genai_prices import data_snapshot
-from genai_prices.types import ModelInfo, ModelPrice, TieredPrices
+from genai_prices.types import ModelInfo, ModelPrice, StartDateConstraint, TieredPrices
 
 from .rates import RateCard, Tier
 
@@ -73,6 +73,26 @@ def rate_card(info: ModelInfo, at: datetime, *, speed: str = "") -> RateCard:
     card = _to_rate_card(model_price)
     _cards[id(model_price)] = (model_price, card)
     return card
+
+
+def price_change_times(info: ModelInfo) -> list[datetime] | None:
+    """Return the moments at which the rates of `info` change, or None when unknown.
+
+    genai-prices dates a new price from UTC midnight of its start date. A
+    price that depends on the time of day has no fixed change times.
+    """
+    constraints = []
+    if not isinstance(info.prices, ModelPrice):
+        constraints += [price.constraint for price in info.prices]
+    constraints += [variant.constraint for variant in info.price_variants or ()]
+    times = []
+    for constraint in constraints:
+        if constraint is None:
+            continue
+        if not isinstance(constraint, StartDateConstraint):
+            return None
+        times.append(datetime.combine(constraint.start_date, time(0), tzinfo=UTC))
+    return times
 
 
 def has_fast_rates(info: ModelInfo) -> bool:

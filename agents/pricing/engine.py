@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
@@ -90,53 +91,128 @@ def price_usage(model: str, usage: TokenUsage, at: datetime) -> PriceQuote:
     """
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError(f"at must be timezone-aware, got {at.isoformat()}.")
+    snapshot = overrides.current_snapshot()
+    key = (model, usage.speed)
+    resolution = _resolutions.get(key)
+    if resolution is None or not resolution.holds(snapshot, at):
+        resolution = _resolve(model, usage.speed, at, snapshot)
+        if resolution.snapshot is not None:
+            if len(_resolutions) >= MAX_RESOLUTIONS:
+                _resolutions.clear()
+            _resolutions[key] = resolution
+    if resolution.card is None:
+        _warn_unpriced(model, "found in neither ModelPrice rows nor genai-prices")
+        return _unpriced(model, usage)
+    return _quote(
+        model,
+        usage,
+        resolution.card,
+        resolution.resolved_model,
+        resolution.source,
+        resolution.version,
+        rates_estimated=resolution.rates_estimated,
+    )
+
+
+@dataclass(frozen=True)
+class _Resolution:
+    """Which rates price a model, and the span of time over which that holds.
+
+    `card` is None for a model with no price. `snapshot` is the override
+    rows the choice was made from, None when the choice may change at any
+    moment (a price by time of day) and so is not kept. The choice holds
+    from `start` (inclusive) to `end` (exclusive), None meaning unbounded:
+    between two moments at which an override row or a dated genai-prices
+    price starts, the same rates apply.
+    """
+
+    card: rates.RateCard | None
+    resolved_model: str = ""
+    source: str = ""
+    version: str = ""
+    rates_estimated: bool = False
+    snapshot: object = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def holds(self, snapshot: object, at: datetime) -> bool:
+        return (
+            self.snapshot is snapshot
+            and (self.start is None or self.start <= at)
+            and (self.end is None or at < self.end)
+        )
+
+
+# (model id, speed) -> the last resolution made for it in this process.
+# Finding the rates takes longer than pricing with them, and the recorder
+# prices every API response.
+_resolutions: dict[tuple[str, str], _Resolution] = {}
+MAX_RESOLUTIONS = 4096
+
+
+def _resolve(model: str, speed: str, at: datetime, snapshot: object) -> _Resolution:
+    """Find the rates of `model` at `at`, as price_usage() describes."""
     family = family_id(model)
     candidates = (model,) if family == model else (model, family)
+    changes = [
+        moment
+        for candidate in candidates
+        for moment in overrides.valid_from_times(candidate, snapshot)
+    ]
+    fast = speed == "fast"
 
     for candidate in candidates:
         override = overrides.find_override(candidate, at)
         if override is not None:
-            return _quote(
-                model,
-                usage,
+            # An override has no fast-mode rates.
+            found = _Resolution(
                 override.card,
                 candidate,
                 SOURCE_OVERRIDE,
                 override.version,
-                # An override has no fast-mode rates.
-                rates_estimated=usage.speed == "fast",
+                rates_estimated=fast,
             )
+            return _bounded(found, snapshot, at, changes)
 
     for candidate in candidates:
         found = published.find_published(candidate)
         if found is not None:
-            return _quote(
-                model,
-                usage,
+            resolution = _Resolution(
                 found[1],
                 found[0],
                 SOURCE_PUBLISHED,
                 published.PUBLISHED_VERSION,
-                rates_estimated=usage.speed == "fast",
+                rates_estimated=fast,
             )
+            return _bounded(resolution, snapshot, at, changes)
 
     for candidate in candidates:
         info = bundled.find_model(candidate)
         if info is not None:
-            card = bundled.rate_card(info, at, speed=usage.speed)
-            return _quote(
-                model,
-                usage,
-                card,
+            resolution = _Resolution(
+                bundled.rate_card(info, at, speed=speed),
                 info.id,
                 SOURCE_GENAI_PRICES,
                 bundled.GENAI_PRICES_VERSION,
-                rates_estimated=usage.speed == "fast"
-                and not bundled.has_fast_rates(info),
+                rates_estimated=fast and not bundled.has_fast_rates(info),
             )
+            price_changes = bundled.price_change_times(info)
+            if price_changes is None:
+                return resolution
+            return _bounded(resolution, snapshot, at, changes + price_changes)
 
-    _warn_unpriced(model, "found in neither ModelPrice rows nor genai-prices")
-    return _unpriced(model, usage)
+    return _bounded(_Resolution(None), snapshot, at, changes)
+
+
+def _bounded(
+    resolution: _Resolution, snapshot: object, at: datetime, changes: list[datetime]
+) -> _Resolution:
+    return dataclasses.replace(
+        resolution,
+        snapshot=snapshot,
+        start=max((moment for moment in changes if moment <= at), default=None),
+        end=min((moment for moment in changes if moment > at), default=None),
+    )
 
 
 def _quote(

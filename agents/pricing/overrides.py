@@ -66,6 +66,17 @@ def find_override(model: str, at: datetime) -> OverridePrice | None:
     return rows[index - 1] if index else None
 
 
+def current_snapshot() -> object:
+    """Return the loaded rows as an opaque token that changes when they reload."""
+    return _current_snapshot()
+
+
+def valid_from_times(model: str, snapshot: object) -> list[datetime]:
+    """Return when each row of exactly `model` in `snapshot` starts, ascending."""
+    entry = snapshot.by_model.get(model)
+    return list(entry[0]) if entry else []
+
+
 def clear_cache(**kwargs) -> None:
     """Drop the cached rows so that the next lookup reloads them.
 

@@ -8,7 +8,7 @@ names genai-prices 0.2.3 as the source.
 
 import logging
 import socket
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 
 import pytest
@@ -642,3 +642,70 @@ def test_fast_mode_with_override_is_estimated():
     quote = price_usage("claude-opus-5", usage, datetime(2026, 12, 1, tzinfo=UTC))
     assert quote.source == "override"
     assert quote.estimated
+
+
+# Remembered resolutions
+
+
+def test_remembered_rates_change_at_an_override_boundary():
+    """The rates found for a model are reused only between two price changes."""
+    start = datetime(2027, 1, 1, tzinfo=UTC)
+    make_price("claude-haiku-4-5", start, input_per_mtok=Decimal("7"))
+    million = usage(input=1_000_000)
+    moments = [
+        datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        start,
+        datetime(2026, 12, 31, tzinfo=UTC),
+        datetime(2027, 3, 1, tzinfo=UTC),
+        datetime(2026, 12, 1, tzinfo=UTC),
+    ]
+    sources = [price_usage("claude-haiku-4-5", million, at).source for at in moments]
+    costs = [price_usage("claude-haiku-4-5", million, at).cost_usd for at in moments]
+    assert sources == [
+        "genai-prices",
+        "override",
+        "genai-prices",
+        "override",
+        "genai-prices",
+    ]
+    assert costs == [Decimal(1), Decimal(7), Decimal(1), Decimal(7), Decimal(1)]
+
+
+def test_remembered_rates_follow_a_new_override():
+    million = usage(input=1_000_000)
+    assert price_usage("claude-haiku-4-5", million, AT).cost_usd == Decimal(1)
+    make_price(
+        "claude-haiku-4-5",
+        datetime(2026, 1, 1, tzinfo=UTC),
+        input_per_mtok=Decimal("7"),
+    )
+    assert price_usage("claude-haiku-4-5", million, AT).cost_usd == Decimal(7)
+
+
+def test_genai_prices_change_times():
+    from genai_prices.types import (
+        ClauseEquals,
+        ConditionalPrice,
+        ModelInfo,
+        StartDateConstraint,
+        TimeOfDateConstraint,
+    )
+    from genai_prices.types import ModelPrice as GenaiPrice
+
+    from agents.pricing import bundled
+
+    def model(*constraints):
+        return ModelInfo(
+            id="m",
+            match=ClauseEquals(equals="m"),
+            prices=[
+                ConditionalPrice(constraint=constraint, prices=GenaiPrice())
+                for constraint in constraints
+            ],
+        )
+
+    dated = model(None, StartDateConstraint(start_date=date(2027, 2, 1)))
+    by_hour = model(None, TimeOfDateConstraint(start_time=time(16), end_time=time(23)))
+    assert bundled.price_change_times(dated) == [datetime(2027, 2, 1, tzinfo=UTC)]
+    assert bundled.price_change_times(by_hour) is None
+    assert bundled.price_change_times(model(None)) == []
