@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import NamedTuple
 
 from .usage import TokenUsage
 
@@ -54,8 +55,7 @@ class RateCard:
     tiers: dict[str, tuple[Tier, ...]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Priced:
+class Priced(NamedTuple):
     """The cost of one usage under one rate card."""
 
     cost_usd: Decimal
@@ -80,11 +80,57 @@ def price(card: RateCard, usage: TokenUsage) -> Priced:
     """
     prompt_tokens = usage.prompt_tokens
     multiplier = token_multiplier(usage)
-    counts = _counts(usage)
-    breakdown: dict[str, Decimal] = {}
+    if card.tiers:
+        rates, band_start = _rates(card, multiplier, prompt_tokens)
+    else:
+        # Without tiers the rates depend on the card and the multiplier only.
+        key = (id(card), multiplier)
+        cached = _untiered_rates.get(key)
+        if cached is None or cached[0] is not card:
+            if len(_untiered_rates) >= 1024:
+                _untiered_rates.clear()
+            cached = (card, _rates(card, multiplier, prompt_tokens)[0])
+            _untiered_rates[key] = cached
+        rates, band_start = cached[1], None
+    counts = (
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_write_5m_tokens,
+        usage.cache_write_1h_tokens,
+        usage.cache_read_tokens,
+        usage.web_search_requests,
+    )
+    breakdown = {
+        kind: count * rates[kind] / divisor
+        for kind, count, divisor in zip(KINDS, counts, _DIVISORS, strict=True)
+    }
+
+    band = None
+    if band_start is not None:
+        band = f"long context: prompt of {prompt_tokens} tokens is over {band_start}"
+    return Priced(
+        cost_usd=sum(breakdown.values(), Decimal(0)),
+        breakdown=breakdown,
+        # A copy, so that no quote can change the rates of another.
+        rates=dict(rates),
+        band=band,
+    )
+
+
+# Token kinds are priced per million, web searches per thousand.
+_DIVISORS = (*[_MILLION] * len(TOKEN_KINDS), _THOUSAND)
+
+# (id of a card without tiers, multiplier) -> (that card, its rates). The
+# card is kept so that its id cannot be reused by another object.
+_untiered_rates: dict[tuple[int, Decimal], tuple[RateCard, dict[str, Decimal]]] = {}
+
+
+def _rates(
+    card: RateCard, multiplier: Decimal, prompt_tokens: int
+) -> tuple[dict[str, Decimal], int | None]:
+    """Return the rate of each kind for a prompt of `prompt_tokens`, and the band start."""
     rates: dict[str, Decimal] = {}
     band_start: int | None = None
-
     for kind in KINDS:
         rate = card.base.get(kind)
         for tier in reversed(card.tiers.get(kind, ())):
@@ -93,22 +139,10 @@ def price(card: RateCard, usage: TokenUsage) -> Priced:
                 band_start = max(band_start or 0, tier.start)
                 break
         if kind == "web_search":
-            rate = DEFAULT_WEB_SEARCH_PER_THOUSAND if rate is None else rate
-            breakdown[kind] = counts[kind] * rate / _THOUSAND
+            rates[kind] = DEFAULT_WEB_SEARCH_PER_THOUSAND if rate is None else rate
         else:
-            rate = (rate or Decimal(0)) * multiplier
-            breakdown[kind] = counts[kind] * rate / _MILLION
-        rates[kind] = rate
-
-    band = None
-    if band_start is not None:
-        band = f"long context: prompt of {prompt_tokens} tokens is over {band_start}"
-    return Priced(
-        cost_usd=sum(breakdown.values(), Decimal(0)),
-        breakdown=breakdown,
-        rates=rates,
-        band=band,
-    )
+            rates[kind] = (rate or Decimal(0)) * multiplier
+    return rates, band_start
 
 
 def token_multiplier(usage: TokenUsage) -> Decimal:
