@@ -59,6 +59,25 @@ INSERT_FIELDS = (
 # execution, message id, sequence, agent and arrival time never change.
 UPDATE_FIELDS = INSERT_FIELDS[INSERT_FIELDS.index("updated_at") :]
 
+# Parameters of the UPDATE sent when only a response's output count and
+# what follows from it changed since the row's last write (its final
+# message_delta, usually), in this order, followed by the row's id.
+OUTPUT_UPDATE_FIELDS = (
+    "updated_at",
+    "output_tokens",
+    "cost_usd",
+    "output_final",
+    "estimated",
+)
+# Positions in UPDATE_FIELDS values of the fields such an UPDATE leaves as
+# they are, and of the ones it sets.
+_KEPT_POSITIONS = tuple(
+    index
+    for index, name in enumerate(UPDATE_FIELDS)
+    if name not in OUTPUT_UPDATE_FIELDS
+)
+_OUTPUT_POSITIONS = tuple(UPDATE_FIELDS.index(name) for name in OUTPUT_UPDATE_FIELDS)
+
 # The execution's running totals, in this order, followed by its id, with the
 # difference from the CLI's reported cost once the result has reported one.
 TOTALS_FIELDS = (
@@ -143,6 +162,22 @@ class MessageWriter:
                 update_with_totals_statement(names),
                 [*values, *(totals[name] for name in names), execution_id],
             )
+
+    def update_output(self, values: list, previous: list) -> bool:
+        """Store UPDATE_FIELDS `values` followed by the row's id, sending only what changed.
+
+        `previous` holds the UPDATE_FIELDS values of the row's last write.
+        When they differ from `values` only in OUTPUT_UPDATE_FIELDS, the
+        shorter UPDATE of those fields is sent and True returned; otherwise
+        nothing is sent and False returned.
+        """
+        for index in _KEPT_POSITIONS:
+            if values[index] != previous[index]:
+                return False
+        params = [values[index] for index in _OUTPUT_POSITIONS]
+        params.append(values[-1])
+        self._execute(output_update_statement(), params)
+        return True
 
     def _execute(self, statement: Statement, params: list):
         try:
@@ -304,6 +339,17 @@ def insert_statement() -> Statement:
 def update_statement() -> Statement:
     """Return the UPDATE of a message row."""
     return _numbered("update", _update_clause())
+
+
+@functools.cache
+def output_update_statement() -> Statement:
+    """Return the UPDATE of a message row's OUTPUT_UPDATE_FIELDS."""
+    return _numbered(
+        "update_output",
+        f"UPDATE {_table(ApiMessage)} SET "
+        f"{_assignments(ApiMessage, OUTPUT_UPDATE_FIELDS)} "
+        f"WHERE {_column(ApiMessage, 'id')} = %s",
+    )
 
 
 @functools.cache

@@ -39,6 +39,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.message_writer import (
+    UPDATE_FIELDS,
     MessageWriter,
     insert_values,
     prepared_statements_enabled,
@@ -80,6 +81,8 @@ class MessageState:
     usage: TokenUsage
     arrived_at: datetime
     pk: int | None = None
+    # UPDATE_FIELDS values of the row's last write by this recorder.
+    written: list | None = None
     output_final: bool = False
     complete: bool = False
     estimated: bool = False
@@ -752,10 +755,18 @@ class StreamRecorder:
         if state.pk is None:
             values = insert_values(execution_id, state, datetime.now(UTC))
             state.pk = writer.insert(values, execution_id=execution_id, totals=totals)
-        else:
-            values = update_values(state, datetime.now(UTC))
-            values.append(state.pk)
+            state.written = values[len(values) - len(UPDATE_FIELDS) :]
+            return
+        values = update_values(state, datetime.now(UTC))
+        values.append(state.pk)
+        if (
+            totals is not None
+            or state.written is None
+            or not writer.update_output(values, state.written)
+        ):
             writer.update(values, execution_id=execution_id, totals=totals)
+        values.pop()
+        state.written = values
 
     def _write_message(self, state: MessageState) -> None:
         fields = self._message_fields(state)

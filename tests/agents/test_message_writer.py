@@ -131,7 +131,8 @@ def test_statements_prepared_once_per_connection(transactional_db):
         recorder.handle(message)
     names = prepared_statement_names()
     assert "agentmargin_recorder_insert" in names
-    assert "agentmargin_recorder_update" in names
+    # Each final count changed only the output, so the short UPDATE went.
+    assert "agentmargin_recorder_update_output" in names
     # A second recorder on the same connection reuses them.
     second = StreamRecorder(ExecutionFactory(requested_model=SONNET))
     for message in response("msg_3", 10):
@@ -200,3 +201,51 @@ def test_write_in_transaction_uses_savepoint():
     assert connection.in_atomic_block
     assert execution.output_tokens == 80
     assert execution.api_message_count == 1
+
+
+def test_update_sends_only_the_output_when_nothing_else_changed(transactional_db):
+    execution = ExecutionFactory(requested_model=SONNET)
+    recorder = StreamRecorder(execution)
+    for message in response("msg_1", 80):
+        recorder.handle(message)
+    names = prepared_statement_names()
+    assert "agentmargin_recorder_update_output" in names
+    assert "agentmargin_recorder_update" not in names
+    row = ApiMessage.objects.get(message_id="msg_1")
+    # 10 input at $3 + 4,000 cache reads at $0.30 + 80 output at $15 per MTok.
+    assert (row.output_tokens, row.output_final, row.cost_usd) == (
+        80,
+        True,
+        Decimal("0.00243"),
+    )
+
+
+def test_update_sends_every_field_after_another_change(transactional_db):
+    """A model learnt after message_start goes out with the final count."""
+    execution = ExecutionFactory(requested_model=SONNET)
+    recorder = StreamRecorder(execution)
+    no_model = stream.message_start("msg_1", "", stream.usage(input=10, read=4000))
+    for message in [
+        no_model,
+        stream.assistant("msg_1", SONNET, stream.usage(input=10, read=4000)),
+        stream.message_delta(80),
+        stream.message_stop(),
+    ]:
+        recorder.handle(message)
+    assert "agentmargin_recorder_update" in prepared_statement_names()
+    row = ApiMessage.objects.get(message_id="msg_1")
+    assert (row.model, row.output_tokens, row.output_final) == (SONNET, 80, True)
+
+
+def test_output_update_compares_every_kept_field():
+    writer = message_writer.MessageWriter(connection, prepare=True)
+    sent = []
+    writer._execute = lambda statement, params: sent.append((statement.name, params))
+    previous = list(range(len(UPDATE_FIELDS)))
+    for index, name in enumerate(UPDATE_FIELDS):
+        changed = [*previous, 99]
+        changed[index] = "changed"
+        short = writer.update_output(changed, previous)
+        assert short == (name in message_writer.OUTPUT_UPDATE_FIELDS), name
+    assert len(sent) == len(message_writer.OUTPUT_UPDATE_FIELDS)
+    assert all(params[-1] == 99 for _, params in sent)
