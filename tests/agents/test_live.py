@@ -517,3 +517,28 @@ def test_live_page_non_staff_forbidden(db, client, django_user_model):
 def test_live_page_unknown_execution_not_found(db, admin_client):
     url = reverse("agents:execution-live", args=[999_999])
     assert admin_client.get(url).status_code == 404
+
+
+def test_publisher_keeps_order_across_script_calls(subscriber, monkeypatch):
+    """A batch larger than one script call goes out in several, in order."""
+    monkeypatch.setattr(live, "PUBLISH_SCRIPT_MAX_PAIRS", 3)
+    channels = [live.execution_channel(1), live.customer_channel(2)]
+    pubsub = subscriber(*channels)
+    publisher = live.RedisPublisher()
+    messages = [
+        (channels[number % 2], json.dumps({"number": number})) for number in range(7)
+    ]
+    assert publisher.publish_many(messages, execution_id=1, events=7)
+    assert [data["number"] for _, data in received(pubsub)] == list(range(7))
+    publisher.reset()
+
+
+def test_publisher_loads_its_script_again_after_a_flush(subscriber, settings):
+    channel = live.execution_channel(1)
+    pubsub = subscriber(channel)
+    publisher = live.RedisPublisher()
+    assert publisher.publish([channel], json.dumps({"n": 1}), execution_id=1)
+    redis.Redis.from_url(settings.REDIS_URL).script_flush()
+    assert publisher.publish([channel], json.dumps({"n": 2}), execution_id=1)
+    assert [data["n"] for _, data in received(pubsub)] == [1, 2]
+    publisher.reset()
