@@ -166,7 +166,7 @@ class MessageWriter:
     def update_output(self, values: list, previous: list) -> bool:
         """Store UPDATE_FIELDS `values` followed by the row's id, sending only what changed.
 
-        `previous` holds the UPDATE_FIELDS values of the row's last write.
+        `previous` contains the UPDATE_FIELDS values of the row's last write.
         When they differ from `values` only in OUTPUT_UPDATE_FIELDS, the
         shorter UPDATE of those fields is sent and True returned; otherwise
         nothing is sent and False returned.
@@ -259,14 +259,10 @@ def insert_values(execution_id: int, state, updated_at) -> list:
 def update_values(state, updated_at) -> list:
     """Return the UPDATE_FIELDS values of a recorder's `MessageState`."""
     usage = state.usage
+    # TOKEN_COUNT_FIELDS, in the order TokenUsage.counts() returns them.
     return [
         updated_at,
-        usage.input_tokens,
-        usage.output_tokens,
-        usage.cache_write_5m_tokens,
-        usage.cache_write_1h_tokens,
-        usage.cache_read_tokens,
-        usage.web_search_requests,
+        *usage.counts(),
         state.model,
         usage.service_tier,
         usage.speed,

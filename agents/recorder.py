@@ -98,16 +98,8 @@ class MessageState:
 
     def contribution(self) -> Contribution:
         """Return what this response adds to the execution's totals now."""
-        usage = self.usage
         return Contribution(
-            counts=(
-                usage.input_tokens,
-                usage.output_tokens,
-                usage.cache_write_5m_tokens,
-                usage.cache_write_1h_tokens,
-                usage.cache_read_tokens,
-                usage.web_search_requests,
-            ),
+            counts=self.usage.counts(),
             cost_usd=self.cost_usd,
             estimated=self.estimated,
         )

@@ -92,17 +92,9 @@ def price(card: RateCard, usage: TokenUsage) -> Priced:
             cached = (card, _rates(card, multiplier, prompt_tokens)[0])
             _untiered_rates[key] = cached
         rates, band_start = cached[1], None
-    counts = (
-        usage.input_tokens,
-        usage.output_tokens,
-        usage.cache_write_5m_tokens,
-        usage.cache_write_1h_tokens,
-        usage.cache_read_tokens,
-        usage.web_search_requests,
-    )
     breakdown = {
         kind: count * rates[kind] / divisor
-        for kind, count, divisor in zip(KINDS, counts, _DIVISORS, strict=True)
+        for kind, count, divisor in zip(KINDS, usage.counts(), _DIVISORS, strict=True)
     }
 
     band = None

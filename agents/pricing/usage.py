@@ -40,17 +40,9 @@ class TokenUsage:
     split_estimated: bool = False
 
     def __post_init__(self):
-        counts = (
-            self.input_tokens,
-            self.output_tokens,
-            self.cache_write_5m_tokens,
-            self.cache_write_1h_tokens,
-            self.cache_read_tokens,
-            self.web_search_requests,
-        )
-        # Plain ints in range pass on this first test; anything else gets
+        # Plain ints in range pass on this first test. Anything else gets
         # the checks that name the field.
-        for name, value in zip(_COUNT_FIELDS, counts, strict=True):
+        for name, value in zip(_COUNT_FIELDS, self.counts(), strict=True):
             if type(value) is not int or not 0 <= value <= MAX_COUNT:
                 _check_count(name, value)
 
@@ -102,6 +94,17 @@ class TokenUsage:
             inference_geo=_text(usage, "inference_geo").strip().lower(),
             speed=_text(usage, "speed").strip().lower(),
             split_estimated=split_estimated,
+        )
+
+    def counts(self) -> tuple[int, int, int, int, int, int]:
+        """Return the six counts: input, output, 5-minute and 1-hour cache writes, cache reads, web searches."""
+        return (
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_write_5m_tokens,
+            self.cache_write_1h_tokens,
+            self.cache_read_tokens,
+            self.web_search_requests,
         )
 
     @property
