@@ -75,7 +75,7 @@ for i = 1, #ARGV, 2 do
 end
 return #ARGV / 2
 """
-# Pairs sent per script call, so that one call never holds Redis for long.
+# Pairs sent per script call, so that one call never blocks Redis for long.
 PUBLISH_SCRIPT_MAX_PAIRS = 2000
 WARNING_INTERVAL_SECONDS = 60.0
 

@@ -1,12 +1,12 @@
 """Preparing a Celery worker process before it runs its first task.
 
-A worker process holds about 300,000 objects that the garbage collector
-tracks once Django, the Agent SDK and the price table are loaded, and they
-live as long as the process. Python's full collection walks all of them:
-about 175 ms of CPU on the 2-CPU development machine with the process
-alone, and several times that when 16 worker processes share the CPUs.
-It runs whenever enough new objects have survived, so sooner or later in
-the middle of a recording. `gc.freeze()` moves every object that exists at
+Once Django, the Agent SDK and the price table are loaded, a worker process
+has about 300,000 objects that the garbage collector tracks, and they live
+as long as the process. Python's full collection walks all of them: about
+175 ms of CPU on the 2-CPU development machine with the process alone, and
+0.5 to 1.8 seconds of wall time when 16 worker processes share the CPUs. It
+runs whenever enough new objects have survived, so sooner or later in the
+middle of a recording. `gc.freeze()` moves every object that exists at
 that moment out of the collector's reach, so later full collections walk
 only what tasks create.
 """

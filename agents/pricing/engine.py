@@ -116,11 +116,11 @@ def price_usage(model: str, usage: TokenUsage, at: datetime) -> PriceQuote:
 
 @dataclass(frozen=True)
 class _Resolution:
-    """Which rates price a model, and the span of time over which that holds.
+    """The rates that price a model, and the span of time over which they apply.
 
     `card` is None for a model with no price. `snapshot` is the override
     rows the choice was made from, None when the choice may change at any
-    moment (a price by time of day) and so is not kept. The choice holds
+    moment (a price by time of day) and so is not kept. The choice applies
     from `start` (inclusive) to `end` (exclusive), None meaning unbounded:
     between two moments at which an override row or a dated genai-prices
     price starts, the same rates apply.

@@ -198,7 +198,7 @@ def clear() -> None:
 
 def _watch(execution_id: int, customer_id: int) -> Watch:
     now = time.monotonic()
-    # A dict read needs no lock; the lock keeps writers from interleaving.
+    # A dict read needs no lock. The lock keeps writers from interleaving.
     watch = _watches.get(execution_id)
     if watch is not None and now < watch.expires_at:
         return watch

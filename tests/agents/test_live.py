@@ -533,7 +533,7 @@ def test_publisher_keeps_order_across_script_calls(subscriber, monkeypatch):
     publisher.reset()
 
 
-def test_publisher_loads_its_script_again_after_a_flush(subscriber, settings):
+def test_publisher_reloads_flushed_script(subscriber, settings):
     channel = live.execution_channel(1)
     pubsub = subscriber(channel)
     publisher = live.RedisPublisher()

@@ -203,7 +203,7 @@ def test_write_in_transaction_uses_savepoint():
     assert execution.api_message_count == 1
 
 
-def test_update_sends_only_the_output_when_nothing_else_changed(transactional_db):
+def test_short_update_when_only_output_changed(transactional_db):
     execution = ExecutionFactory(requested_model=SONNET)
     recorder = StreamRecorder(execution)
     for message in response("msg_1", 80):
@@ -220,7 +220,7 @@ def test_update_sends_only_the_output_when_nothing_else_changed(transactional_db
     )
 
 
-def test_update_sends_every_field_after_another_change(transactional_db):
+def test_full_update_after_model_change(transactional_db):
     """A model learnt after message_start goes out with the final count."""
     execution = ExecutionFactory(requested_model=SONNET)
     recorder = StreamRecorder(execution)
@@ -237,7 +237,7 @@ def test_update_sends_every_field_after_another_change(transactional_db):
     assert (row.model, row.output_tokens, row.output_final) == (SONNET, 80, True)
 
 
-def test_output_update_compares_every_kept_field():
+def test_short_update_checks_kept_fields():
     writer = message_writer.MessageWriter(connection, prepare=True)
     sent = []
     writer._execute = lambda statement, params: sent.append((statement.name, params))

@@ -298,7 +298,7 @@ CONTRIBUTIONS = [
 @pytest.mark.parametrize(
     "previous, current", list(itertools.product(CONTRIBUTIONS, repeat=2))
 )
-def test_replacing_a_contribution_matches_removing_and_adding_it(previous, current):
+def test_replace_matches_remove_then_add(previous, current):
     """RunningTotals.replace() is a one-pass apply(previous, -1) and apply(current, +1)."""
     base = Contribution((1, 2, 3, 4, 5, 6), Decimal("1.5"), True)
     replaced, reapplied = RunningTotals(), RunningTotals()

@@ -389,7 +389,8 @@ TRIGGER_CASES = [
         "above",
         id="margin",
     ),
-    # A margin threshold that does not divide evenly: 100 * 2/3 of 0.7.
+    # A threshold whose share of the revenue has six decimals: 33.333% of
+    # 0.7 is 0.233331.
     pytest.param(
         AlertRule.Kind.MARGIN,
         "33.333",
@@ -416,10 +417,8 @@ def watch_for(rule_obj, other="0", hard=None, soft=None, revenue=None):
 
 
 @pytest.mark.parametrize("kind, threshold, base, crossing, side", TRIGGER_CASES)
-def test_realtime_trigger_cost_never_skips_a_crossing(
-    kind, threshold, base, crossing, side
-):
-    """Below the watch's trigger cost no rule holds; past the crossing one does."""
+def test_trigger_never_skips_a_crossing(kind, threshold, base, crossing, side):
+    """No rule holds below the watch's trigger cost, and the rule holds past its crossing."""
     unsaved = AlertRule(
         pk=1, kind=kind, threshold=None if threshold is None else Decimal(threshold)
     )
@@ -443,7 +442,7 @@ def test_realtime_trigger_cost_never_skips_a_crossing(
             assert cost >= watch.trigger_cost_usd
 
 
-def test_realtime_trigger_cost_for_rules_that_cannot_fire():
+def test_trigger_of_rules_that_cannot_fire():
     no_budget = AlertRule(pk=1, kind=AlertRule.Kind.BUDGET_USED, threshold=Decimal(50))
     no_revenue = AlertRule(pk=2, kind=AlertRule.Kind.MARGIN, threshold=Decimal(20))
     no_soft = AlertRule(pk=3, kind=AlertRule.Kind.SOFT_BUDGET)
@@ -457,7 +456,7 @@ def test_realtime_trigger_cost_for_rules_that_cannot_fire():
     assert watch_for(no_revenue, revenue="-5").trigger_cost_usd == -realtime.INFINITY
 
 
-def test_realtime_trigger_moves_up_once_a_rule_fires(customer, workflow, settings):
+def test_trigger_rises_after_a_rule_fires(customer, workflow, settings):
     settings.AGENTMARGIN_ALERT_CACHE_SECONDS = 300
     low = rule(AlertRule.Kind.EXECUTION_COST, "1")
     high = rule(AlertRule.Kind.EXECUTION_COST, "5")
