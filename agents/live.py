@@ -9,7 +9,8 @@ relays the execution's channel to browsers and API clients.
 The signal receivers do not publish themselves. They hand each event to a
 background thread of their process, which sends what has gathered about
 every PUBLISH_BATCH_SECONDS as one call of a Lua script that publishes
-each event in turn, so recording a message never waits for Redis. At the end of an execution the receiver waits, for
+each event in turn (or as a pipeline of PUBLISH commands where Redis
+refuses scripts), so recording a message never waits for Redis. At the end of an execution the receiver waits, for
 at most FLUSH_TIMEOUT_SECONDS, until the thread has sent everything so far,
 so a command that exits after its run loses nothing. Events beyond
 MAX_PENDING_EVENTS are dropped rather than held.
@@ -75,7 +76,7 @@ for i = 1, #ARGV, 2 do
 end
 return #ARGV / 2
 """
-# Pairs sent per script call, so that one call never blocks Redis for long.
+# Pairs sent per script call, so that one call does not block Redis for long.
 PUBLISH_SCRIPT_MAX_PAIRS = 2000
 WARNING_INTERVAL_SECONDS = 60.0
 
@@ -275,6 +276,9 @@ class RedisPublisher:
         self.clock = clock
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
+        self._script: redis.commands.core.Script | None = None
+        # False once Redis has refused the publishing script.
+        self._scripts_allowed = True
         self._paused_until = 0.0
         self._warned_at: float | None = None
         self._failures_since_warning = 0
@@ -298,15 +302,8 @@ class RedisPublisher:
             self._count_failures(events)
             return False
         try:
-            script = self._get_script()
             for start in range(0, len(messages), PUBLISH_SCRIPT_MAX_PAIRS):
-                arguments = []
-                for channel, payload in messages[
-                    start : start + PUBLISH_SCRIPT_MAX_PAIRS
-                ]:
-                    arguments += (payload, channel)
-                # Script runs EVALSHA and loads the script when Redis lacks it.
-                script(args=arguments)
+                self._send(messages[start : start + PUBLISH_SCRIPT_MAX_PAIRS])
         except redis.RedisError as exc:
             self._paused_until = self.clock() + PUBLISH_PAUSE_AFTER_FAILURE_SECONDS
             self._warn(execution_id, exc, events)
@@ -317,14 +314,39 @@ class RedisPublisher:
         """Drop the client and the failure state, as after a settings change."""
         with self._lock:
             client, self._client = self._client, None
+            self._scripts_allowed = True
             self._paused_until = 0.0
             self._warned_at = None
             self._failures_since_warning = 0
         if client is not None:
             client.close()
 
-    def _get_script(self) -> redis.commands.core.Script:
-        """Return the publishing script, bound to this publisher's client."""
+    def _send(self, messages: list[tuple[str, str]]) -> None:
+        """Publish (channel, payload) pairs in order, with the script where Redis allows it."""
+        client, script = self._get_client_and_script()
+        if self._scripts_allowed:
+            arguments = []
+            for channel, payload in messages:
+                arguments += (payload, channel)
+            try:
+                # Script runs EVALSHA and loads the script when Redis lacks it.
+                script(args=arguments)
+                return
+            except redis.ResponseError as exc:
+                # An ACL without EVAL, or a hosted Redis with scripting off,
+                # refuses the script before it runs, so nothing went out.
+                self._scripts_allowed = False
+                logger.warning(
+                    "Redis refused the live-update script, so updates are "
+                    "published one command at a time from now on: %s",
+                    exc,
+                )
+        pipeline = client.pipeline(transaction=False)
+        for channel, payload in messages:
+            pipeline.publish(channel, payload)
+        pipeline.execute()
+
+    def _get_client_and_script(self) -> tuple[redis.Redis, redis.commands.core.Script]:
         with self._lock:
             if self._client is None:
                 self._client = redis_client(
@@ -332,7 +354,7 @@ class RedisPublisher:
                     connect_timeout=PUBLISH_SOCKET_TIMEOUT_SECONDS,
                 )
                 self._script = self._client.register_script(PUBLISH_SCRIPT)
-            return self._script
+            return self._client, self._script
 
     def count_failures(self, events: int) -> None:
         """Count events lost without trying Redis, for the next warning."""
