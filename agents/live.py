@@ -333,8 +333,13 @@ class RedisPublisher:
                 script(args=arguments)
                 return
             except redis.ResponseError as exc:
-                # An ACL without EVAL, or a hosted Redis with scripting off,
-                # refuses the script before it runs, so nothing went out.
+                if not _script_refused(exc):
+                    # Raised while the script ran (a BUSY server, a channel
+                    # the ACL denies): some events may have gone out, so
+                    # sending them again could repeat them.
+                    raise
+                # An ACL without EVALSHA, or a hosted Redis with scripting
+                # off, refuses the command before it runs: nothing went out.
                 self._scripts_allowed = False
                 logger.warning(
                     "Redis refused the live-update script, so updates are "
@@ -530,6 +535,13 @@ class BackgroundPublisher:
             logger.exception(
                 "Execution %s: publishing %d live updates failed", execution_id, events
             )
+
+
+def _script_refused(exc: redis.ResponseError) -> bool:
+    """Return whether Redis refused to run scripts at all, rather than failed in one."""
+    text = str(exc).lower()
+    command = "'evalsha'" in text or "'eval'" in text
+    return command and (text.startswith("noperm") or "unknown command" in text)
 
 
 background = BackgroundPublisher(publisher)

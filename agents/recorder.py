@@ -373,7 +373,11 @@ class StreamRecorder:
                 parent_tool_use_id=message.parent_tool_use_id or "",
             )
         elif not state.model and message.model:
+            # The response's model arrives only now: price the response by
+            # it and store it, as its later writes, if any, would.
+            previous = state.contribution()
             state.model = message.model
+            self._price_and_store(state, previous=previous)
 
     def _open_response(self, *, message_id, model, usage, parent_tool_use_id) -> None:
         if not message_id:

@@ -519,10 +519,15 @@ def test_live_page_unknown_execution_not_found(db, admin_client):
     assert admin_client.get(url).status_code == 404
 
 
+# Channels of these ids get no events from other tests' recordings, which
+# the background thread may still be publishing.
+UNUSED_ID = 987_654_321
+
+
 def test_publisher_keeps_order_across_script_calls(subscriber, monkeypatch):
     """A batch larger than one script call goes out in several, in order."""
     monkeypatch.setattr(live, "PUBLISH_SCRIPT_MAX_PAIRS", 3)
-    channels = [live.execution_channel(1), live.customer_channel(2)]
+    channels = [live.execution_channel(UNUSED_ID), live.customer_channel(UNUSED_ID)]
     pubsub = subscriber(*channels)
     publisher = live.RedisPublisher()
     messages = [
@@ -534,7 +539,7 @@ def test_publisher_keeps_order_across_script_calls(subscriber, monkeypatch):
 
 
 def test_publisher_reloads_flushed_script(subscriber, settings):
-    channel = live.execution_channel(1)
+    channel = live.execution_channel(UNUSED_ID)
     pubsub = subscriber(channel)
     publisher = live.RedisPublisher()
     assert publisher.publish([channel], json.dumps({"n": 1}), execution_id=1)
@@ -546,7 +551,7 @@ def test_publisher_reloads_flushed_script(subscriber, settings):
 
 def test_publisher_falls_back_when_scripts_refused(subscriber, monkeypatch, caplog):
     """A Redis that refuses EVALSHA still gets every event, by PUBLISH."""
-    channel = live.execution_channel(1)
+    channel = live.execution_channel(UNUSED_ID)
     pubsub = subscriber(channel)
     publisher = live.RedisPublisher()
     calls = []
@@ -565,4 +570,21 @@ def test_publisher_falls_back_when_scripts_refused(subscriber, monkeypatch, capl
     # Refused once, then not tried again.
     assert len(calls) == 1
     assert "Redis refused the live-update script" in caplog.text
+    publisher.reset()
+
+
+def test_publisher_keeps_script_after_failure_inside_it(subscriber, monkeypatch):
+    """An error raised while the script ran is a failed batch, not a refusal."""
+    channel = live.execution_channel(UNUSED_ID)
+    pubsub = subscriber(channel)
+    publisher = live.RedisPublisher()
+
+    def busy(self, keys=None, args=None, client=None):
+        raise redis.ResponseError("BUSY Redis is busy running a script.")
+
+    monkeypatch.setattr(redis.commands.core.Script, "__call__", busy)
+    assert not publisher.publish([channel], json.dumps({"n": 1}), execution_id=1)
+    # Nothing was sent again by PUBLISH, and the script stays in use.
+    assert received(pubsub) == []
+    assert publisher._scripts_allowed
     publisher.reset()

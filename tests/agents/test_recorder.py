@@ -286,6 +286,26 @@ def test_listener_sees_each_complete_message(django_capture_on_commit_callbacks)
     assert complete[1].running_cost_usd == Decimal("0.01065")
 
 
+def test_model_from_late_assistant_message_is_stored():
+    """A response whose model arrives after its final count is priced by that model."""
+    no_model = stream.usage(input=1000)
+    execution = record(
+        [
+            stream.message_start("msg_1", "", no_model),
+            stream.message_delta(100),
+            stream.message_stop(),
+            stream.assistant("msg_1", SONNET_46, no_model),
+            stream.result(),
+        ]
+    )
+    row = ApiMessage.objects.get(execution=execution)
+    assert row.model == SONNET_46
+    # 1,000 input at $3 and 100 output at $15 per MTok.
+    assert row.cost_usd == Decimal("0.0045")
+    assert execution.cost_usd == Decimal("0.0045")
+    assert not execution.unpriced
+
+
 CONTRIBUTIONS = [
     Contribution((100, 1, 0, 0, 5000, 0), Decimal("0.0018"), False),
     Contribution((100, 250, 0, 0, 5000, 0), Decimal("0.0055"), False),
