@@ -10,7 +10,7 @@ The signal receivers do not publish themselves. They hand each event to a
 background thread of their process, which sends what has gathered about
 every PUBLISH_BATCH_SECONDS as one call of a Lua script that publishes
 each event in turn (or as a pipeline of PUBLISH commands where Redis
-refuses scripts), so recording a message never waits for Redis. At the end of an execution the receiver waits, for
+rejects scripts), so recording a message never waits for Redis. At the end of an execution the receiver waits, for
 at most FLUSH_TIMEOUT_SECONDS, until the thread has sent everything so far,
 so a command that exits after its run loses nothing. Events beyond
 MAX_PENDING_EVENTS are dropped rather than held.
@@ -277,7 +277,7 @@ class RedisPublisher:
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
         self._script: redis.commands.core.Script | None = None
-        # False once Redis has refused the publishing script.
+        # False once Redis has rejected the publishing script.
         self._scripts_allowed = True
         self._paused_until = 0.0
         self._warned_at: float | None = None
@@ -322,7 +322,7 @@ class RedisPublisher:
             client.close()
 
     def _send(self, messages: list[tuple[str, str]]) -> None:
-        """Publish (channel, payload) pairs in order, with the script where Redis allows it."""
+        """Publish (channel, payload) pairs in order, using the script unless Redis rejected it."""
         client, script = self._get_client_and_script()
         if self._scripts_allowed:
             arguments = []
@@ -333,16 +333,16 @@ class RedisPublisher:
                 script(args=arguments)
                 return
             except redis.ResponseError as exc:
-                if not _script_refused(exc):
+                if not _scripts_rejected(exc):
                     # Raised while the script ran (a BUSY server, a channel
                     # the ACL denies): some events may have gone out, so
                     # sending them again could repeat them.
                     raise
                 # An ACL without EVALSHA, or a hosted Redis with scripting
-                # off, refuses the command before it runs: nothing went out.
+                # off, rejects the command before it runs, so nothing went out.
                 self._scripts_allowed = False
                 logger.warning(
-                    "Redis refused the live-update script, so updates are "
+                    "Redis rejected the live-update script, so updates are "
                     "published one command at a time from now on: %s",
                     exc,
                 )
@@ -537,8 +537,8 @@ class BackgroundPublisher:
             )
 
 
-def _script_refused(exc: redis.ResponseError) -> bool:
-    """Return whether Redis refused to run scripts at all, rather than failed in one."""
+def _scripts_rejected(exc: redis.ResponseError) -> bool:
+    """Return whether Redis rejected running scripts at all, rather than failing in one."""
     text = str(exc).lower()
     command = "'evalsha'" in text or "'eval'" in text
     return command and (text.startswith("noperm") or "unknown command" in text)

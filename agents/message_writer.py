@@ -168,8 +168,8 @@ class MessageWriter:
 
         `previous` contains the UPDATE_FIELDS values of the row's last write.
         When they differ from `values` only in OUTPUT_UPDATE_FIELDS, the
-        shorter UPDATE of those fields is sent and True returned; otherwise
-        nothing is sent and False returned.
+        shorter UPDATE of those fields is sent and True returned.
+        Otherwise nothing is sent and False returned.
         """
         for index in _KEPT_POSITIONS:
             if values[index] != previous[index]:

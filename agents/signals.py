@@ -9,7 +9,7 @@ from django.dispatch import Signal
 # Sent with `execution_id` and `update` (an agents.recorder.MessageUpdate)
 # each time an API message is stored or its counts change. Sent twice per
 # API response on the recording path, so its receivers are cached per
-# sender; connect() and disconnect() clear the cache.
+# sender. connect() and disconnect() clear the cache.
 api_message_recorded = Signal(use_caching=True)
 
 # Sent with `execution_id` and `status` once an execution reaches a final

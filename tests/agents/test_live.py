@@ -549,32 +549,32 @@ def test_publisher_reloads_flushed_script(subscriber, settings):
     publisher.reset()
 
 
-def test_publisher_falls_back_when_scripts_refused(subscriber, monkeypatch, caplog):
-    """A Redis that refuses EVALSHA still gets every event, by PUBLISH."""
+def test_publisher_falls_back_when_scripts_rejected(subscriber, monkeypatch, caplog):
+    """A Redis that rejects EVALSHA still gets every event, by PUBLISH."""
     channel = live.execution_channel(UNUSED_ID)
     pubsub = subscriber(channel)
     publisher = live.RedisPublisher()
     calls = []
 
-    def refuse(self, keys=None, args=None, client=None):
+    def reject_script(self, keys=None, args=None, client=None):
         calls.append(args)
         raise redis.ResponseError(
             "NOPERM this user has no permissions to run 'evalsha'"
         )
 
-    monkeypatch.setattr(redis.commands.core.Script, "__call__", refuse)
+    monkeypatch.setattr(redis.commands.core.Script, "__call__", reject_script)
     with caplog.at_level(logging.WARNING, logger="agents.live"):
         assert publisher.publish([channel], json.dumps({"n": 1}), execution_id=1)
         assert publisher.publish([channel], json.dumps({"n": 2}), execution_id=1)
     assert [data["n"] for _, data in received(pubsub)] == [1, 2]
-    # Refused once, then not tried again.
+    # Rejected once, then not tried again.
     assert len(calls) == 1
-    assert "Redis refused the live-update script" in caplog.text
+    assert "Redis rejected the live-update script" in caplog.text
     publisher.reset()
 
 
 def test_publisher_keeps_script_after_failure_inside_it(subscriber, monkeypatch):
-    """An error raised while the script ran is a failed batch, not a refusal."""
+    """An error raised while the script ran is a failed batch, not a rejection."""
     channel = live.execution_channel(UNUSED_ID)
     pubsub = subscriber(channel)
     publisher = live.RedisPublisher()

@@ -131,7 +131,7 @@ def test_statements_prepared_once_per_connection(transactional_db):
         recorder.handle(message)
     names = prepared_statement_names()
     assert "agentmargin_recorder_insert" in names
-    # Each final count changed only the output, so the short UPDATE went.
+    # Each final count changed only the output, so the short UPDATE was sent.
     assert "agentmargin_recorder_update_output" in names
     # A second recorder on the same connection reuses them.
     second = StreamRecorder(ExecutionFactory(requested_model=SONNET))
@@ -221,7 +221,7 @@ def test_short_update_when_only_output_changed(transactional_db):
 
 
 def test_full_update_after_model_change(transactional_db):
-    """A model learnt after message_start goes out with the final count."""
+    """A model learnt after message_start is written with every field, not the short UPDATE."""
     execution = ExecutionFactory(requested_model=SONNET)
     recorder = StreamRecorder(execution)
     no_model = stream.message_start("msg_1", "", stream.usage(input=10, read=4000))

@@ -354,8 +354,8 @@ def test_realtime_unpriced_and_soft_budget(customer, workflow, settings):
 
 
 # Each case: the rule, the watch's base figures, and the running cost of the
-# execution at which the rule's condition starts to hold ("at" means it
-# holds from that cost on, "above" only past it).
+# execution at which the rule's condition becomes true ("at" means it is
+# true from that cost on, "above" only past it).
 TRIGGER_CASES = [
     pytest.param(
         AlertRule.Kind.PERIOD_COST, "10", {"other": "4"}, "6", "above", id="period"
@@ -418,7 +418,7 @@ def watch_for(rule_obj, other="0", hard=None, soft=None, revenue=None):
 
 @pytest.mark.parametrize("kind, threshold, base, crossing, side", TRIGGER_CASES)
 def test_trigger_never_skips_a_crossing(kind, threshold, base, crossing, side):
-    """No rule holds below the watch's trigger cost, and the rule holds past its crossing."""
+    """No rule fires below the watch's trigger cost, and the rule fires past its crossing."""
     unsaved = AlertRule(
         pk=1, kind=kind, threshold=None if threshold is None else Decimal(threshold)
     )
@@ -436,7 +436,7 @@ def test_trigger_never_skips_a_crossing(kind, threshold, base, crossing, side):
         assert not holds(cost), cost
     assert holds(crossing) == (side == "at")
     assert holds(crossing + Decimal("0.00001"))
-    # Every cost at which the rule holds is at or above the trigger.
+    # Every cost at which the rule fires is at or above the trigger.
     for cost in (crossing, crossing + tiny, crossing + 1):
         if holds(cost):
             assert cost >= watch.trigger_cost_usd
