@@ -10,10 +10,21 @@ The signal receivers do not publish themselves. They hand each event to a
 background thread of their process, which sends what has gathered about
 every PUBLISH_BATCH_SECONDS as one call of a Lua script that publishes
 each event in turn (or as a pipeline of PUBLISH commands where Redis
-rejects scripts), so recording a message never waits for Redis. At the end of an execution the receiver waits, for
-at most FLUSH_TIMEOUT_SECONDS, until the thread has sent everything so far,
-so a command that exits after its run loses nothing. Events beyond
-MAX_PENDING_EVENTS are dropped rather than held.
+rejects scripts), so recording a message never waits for Redis. At the end
+of an execution the receiver waits, for at most FLUSH_TIMEOUT_SECONDS,
+until the thread has sent everything so far, so a command that exits after
+its run loses nothing. Events beyond MAX_PENDING_EVENTS are dropped rather
+than held.
+
+Before it builds a batch's events, the thread reads from Redis which of
+their channels have a subscriber (PUBSUB NUMSUB, with PUBSUB NUMPAT for
+pattern subscriptions), then builds and sends only the events someone
+receives. Most runs have no one watching, and Redis would drop their events
+anyway. The recorder queues an update after its write commits, so a
+subscriber that arrives after the counts were read misses only events whose
+writes were committed before it subscribed. The event stream in
+agents.views reads the stored messages after subscribing, so it still
+shows them. When Redis cannot return the counts, every event is sent.
 
 Publishing is best effort. Redis errors are caught and logged at most once a
 minute, and after a failure publishing pauses for a few seconds, so an
@@ -107,31 +118,58 @@ def customer_channel(customer_id: int) -> str:
 # Events ------------------------------------------------------------------
 
 
-def message_event(execution_id: int, update: MessageUpdate) -> dict:
-    """Build the `api_message` event of one recorder update.
+def update_fields(update: MessageUpdate) -> tuple:
+    """Return the fields of a recorder update's `api_message` event, for `message_event`.
+
+    The tuple holds only numbers, strings, Decimals and None, so the garbage
+    collector stops tracking it at its first pass: updates that wait for the
+    publishing thread add nothing to later collections. The recorder's own
+    objects, held until then, would survive into the oldest generation and
+    make full collections more frequent.
+    """
+    state = update.message
+    return (
+        state.message_id,
+        state.sequence,
+        state.model,
+        state.parent_tool_use_id,
+        *state.usage.counts(),
+        state.cost_usd,
+        update.running_cost_usd,
+        update.unpriced,
+        state.estimated,
+        state.output_final,
+        update.complete,
+    )
+
+
+def message_event(execution_id: int, fields: tuple) -> dict:
+    """Build an `api_message` event from its `update_fields`.
 
     `running_cost_usd` is the execution's cost so far. It is null while any
     of its messages is unpriced, and `priced_running_cost_usd` is then the
     priced part.
     """
-    state = update.message
+    (message_id, sequence, model, parent_tool_use_id, *rest) = fields
+    counts = rest[: len(TOKEN_COUNT_FIELDS)]
+    cost, running_cost, unpriced, estimated, output_final, complete = rest[
+        len(TOKEN_COUNT_FIELDS) :
+    ]
     return {
         "type": "api_message",
         "execution_id": execution_id,
-        "message_id": state.message_id,
-        "sequence": state.sequence,
-        "model": state.model,
-        "parent_tool_use_id": state.parent_tool_use_id or None,
-        **{kind: getattr(state.usage, kind) for kind in TOKEN_COUNT_FIELDS},
-        "cost_usd": decimal_text(state.cost_usd),
-        "running_cost_usd": (
-            None if update.unpriced else decimal_text(update.running_cost_usd)
-        ),
-        "priced_running_cost_usd": decimal_text(update.running_cost_usd),
-        "unpriced": update.unpriced,
-        "estimated": state.estimated,
-        "output_final": state.output_final,
-        "complete": update.complete,
+        "message_id": message_id,
+        "sequence": sequence,
+        "model": model,
+        "parent_tool_use_id": parent_tool_use_id or None,
+        **dict(zip(TOKEN_COUNT_FIELDS, counts, strict=True)),
+        "cost_usd": decimal_text(cost),
+        "running_cost_usd": None if unpriced else decimal_text(running_cost),
+        "priced_running_cost_usd": decimal_text(running_cost),
+        "unpriced": unpriced,
+        "estimated": estimated,
+        "output_final": output_final,
+        "complete": complete,
     }
 
 
@@ -159,26 +197,20 @@ def stored_message_events(execution_id: int, *, finished: bool) -> list[dict]:
             unpriced = True
         else:
             priced_running_cost += row.cost_usd
-        events.append(
-            {
-                "type": "api_message",
-                "execution_id": execution_id,
-                "message_id": row.message_id,
-                "sequence": row.sequence,
-                "model": row.model,
-                "parent_tool_use_id": row.parent_tool_use_id or None,
-                **{kind: getattr(row, kind) for kind in TOKEN_COUNT_FIELDS},
-                "cost_usd": decimal_text(row.cost_usd),
-                "running_cost_usd": (
-                    None if unpriced else decimal_text(priced_running_cost)
-                ),
-                "priced_running_cost_usd": decimal_text(priced_running_cost),
-                "unpriced": unpriced,
-                "estimated": row.estimated,
-                "output_final": row.output_final,
-                "complete": complete[row.pk],
-            }
+        fields = (
+            row.message_id,
+            row.sequence,
+            row.model,
+            row.parent_tool_use_id,
+            *(getattr(row, kind) for kind in TOKEN_COUNT_FIELDS),
+            row.cost_usd,
+            priced_running_cost,
+            unpriced,
+            row.estimated,
+            row.output_final,
+            complete[row.pk],
         )
+        events.append(message_event(execution_id, fields))
     return events
 
 
@@ -209,7 +241,7 @@ def publish_message_update(
     channels = [execution_channel(execution_id)]
     if customer_id is not None:
         channels.append(customer_channel(customer_id))
-    payload = json.dumps(message_event(execution_id, update))
+    payload = json.dumps(message_event(execution_id, update_fields(update)))
     publisher.publish(channels, payload, execution_id=execution_id)
 
 
@@ -279,9 +311,40 @@ class RedisPublisher:
         self._script: redis.commands.core.Script | None = None
         # False once Redis has rejected the publishing script.
         self._scripts_allowed = True
+        # False once Redis has rejected PUBSUB NUMSUB or NUMPAT.
+        self._subscriber_counts_allowed = True
         self._paused_until = 0.0
         self._warned_at: float | None = None
         self._failures_since_warning = 0
+
+    def subscribed_channels(self, channels: set[str]) -> set[str] | None:
+        """Return which of `channels` have a subscriber now, or None to send to all of them.
+
+        None when a pattern subscription exists anywhere on the server (it
+        may match any channel), when Redis rejects PUBSUB, and while
+        publishing is paused after a failure. Other Redis errors are
+        raised, for the caller to pass to `record_failure`.
+        """
+        if not self._subscriber_counts_allowed or self.clock() < self._paused_until:
+            return None
+        try:
+            client, _ = self._get_client_and_script()
+            pipeline = client.pipeline(transaction=False)
+            pipeline.pubsub_numpat()
+            pipeline.pubsub_numsub(*channels)
+            patterns, counts = pipeline.execute()
+        except redis.ResponseError as exc:
+            # An ACL without PUBSUB: publish every event.
+            self._subscriber_counts_allowed = False
+            logger.warning(
+                "Redis rejected PUBSUB, so every live update is published "
+                "whether or not anyone subscribes: %s",
+                exc,
+            )
+            return None
+        if patterns:
+            return None
+        return {channel.decode() for channel, count in counts if count}
 
     def publish(self, channels: list[str], payload: str, *, execution_id: int) -> bool:
         """Publish `payload` on each channel and return whether Redis accepted it."""
@@ -305,16 +368,23 @@ class RedisPublisher:
             for start in range(0, len(messages), PUBLISH_SCRIPT_MAX_PAIRS):
                 self._send(messages[start : start + PUBLISH_SCRIPT_MAX_PAIRS])
         except redis.RedisError as exc:
-            self._paused_until = self.clock() + PUBLISH_PAUSE_AFTER_FAILURE_SECONDS
-            self._warn(execution_id, exc, events)
+            self.record_failure(exc, execution_id=execution_id, events=events)
             return False
         return True
+
+    def record_failure(
+        self, exc: redis.RedisError, *, execution_id: int, events: int
+    ) -> None:
+        """Pause publishing after `exc`, and warn unless a warning went out less than a minute ago."""
+        self._paused_until = self.clock() + PUBLISH_PAUSE_AFTER_FAILURE_SECONDS
+        self._warn(execution_id, exc, events)
 
     def reset(self) -> None:
         """Drop the client and the failure state, as after a settings change."""
         with self._lock:
             client, self._client = self._client, None
             self._scripts_allowed = True
+            self._subscriber_counts_allowed = True
             self._paused_until = 0.0
             self._warned_at = None
             self._failures_since_warning = 0
@@ -401,10 +471,11 @@ class BackgroundPublisher:
 
     `submit_update` and `submit` queue an event and return at once. The
     thread, started on first use in each process (a forked child starts its
-    own), waits PUBLISH_BATCH_SECONDS after the first event of a batch and
-    sends all queued events in one pipeline through `publisher`, in the
-    order they were queued. When MAX_PENDING_EVENTS are waiting, further
-    events are dropped and counted in the next warning.
+    own), waits PUBLISH_BATCH_SECONDS after the first event of a batch,
+    reads through `publisher` which of the batch's channels have a
+    subscriber, and sends the events for those, in the order they were
+    queued. When MAX_PENDING_EVENTS are waiting, further events are dropped
+    and counted in the next warning.
     """
 
     def __init__(
@@ -420,8 +491,8 @@ class BackgroundPublisher:
         self._start_state()
 
     def _start_state(self) -> None:
-        # Items are (execution_id, customer_id, update) for an api_message
-        # event, (execution_id, messages) for a built event, or a
+        # Items are (execution_id, customer_id, *update_fields()) for an
+        # api_message event, (execution_id, messages) for a built event, or a
         # threading.Event that flush() waits on.
         self._pending: collections.deque = collections.deque()
         self._wake = threading.Event()
@@ -437,7 +508,9 @@ class BackgroundPublisher:
         self, execution_id: int, customer_id: int | None, update: MessageUpdate
     ) -> bool:
         """Queue the `api_message` event of a recorder update; False when dropped."""
-        return self._put((execution_id, customer_id, update))
+        # One flat tuple: a tuple inside it would keep the outer one tracked
+        # by the garbage collector for one more pass.
+        return self._put((execution_id, customer_id, *update_fields(update)))
 
     def submit(self, execution_id: int, channels: list[str], payload: str) -> bool:
         """Queue `payload` for each channel, after the events already queued."""
@@ -485,23 +558,38 @@ class BackgroundPublisher:
             self._send_pending()
 
     def _send_pending(self) -> None:
+        # Take what is queued before reading the subscriber counts, so the
+        # write behind each update taken was committed before that read.
         pending = self._pending
+        items = []
+        while pending:
+            items.append(pending.popleft())
+        channels = [self._channels_of(item) for item in items]
+        needed = {channel for names in channels if names for channel in names}
+        try:
+            subscribed = self.publisher.subscribed_channels(needed) if needed else None
+        except redis.RedisError as exc:
+            self._drop(items, exc)
+            return
         messages: list[tuple[str, str]] = []
         events = 0
         first_execution_id = 0
-        while pending:
-            item = pending.popleft()
-            if isinstance(item, threading.Event):
-                # Events queued before this flush marker go out first.
+        for item, names in zip(items, channels, strict=True):
+            if names is None:
+                # A flush marker: events queued before it go out first.
                 self._publish(messages, first_execution_id, events)
                 messages, events = [], 0
                 item.set()
                 continue
+            if subscribed is not None:
+                names = [channel for channel in names if channel in subscribed]
+                if not names:
+                    continue
             if not events:
                 first_execution_id = item[0]
             events += 1
             try:
-                messages.extend(self._messages_of(item))
+                messages.extend(self._messages_of(item, names))
             except Exception:
                 # A bug here must not end the thread and with it live updates.
                 logger.exception(
@@ -509,16 +597,36 @@ class BackgroundPublisher:
                 )
         self._publish(messages, first_execution_id, events)
 
+    def _drop(self, items: list, exc: redis.RedisError) -> None:
+        """Count the events of `items` as lost to `exc`, and release their flush markers."""
+        events = [item for item in items if not isinstance(item, threading.Event)]
+        if events:
+            self.publisher.record_failure(
+                exc, execution_id=events[0][0], events=len(events)
+            )
+        for item in items:
+            if isinstance(item, threading.Event):
+                item.set()
+
     @staticmethod
-    def _messages_of(item) -> list[tuple[str, str]]:
+    def _channels_of(item) -> list[str] | None:
+        """Return the channels a queued item goes to, None for a flush marker."""
+        if isinstance(item, threading.Event):
+            return None
         if len(item) == 2:
-            return item[1]
-        execution_id, customer_id, update = item
-        payload = json.dumps(message_event(execution_id, update))
-        messages = [(execution_channel(execution_id), payload)]
-        if customer_id is not None:
-            messages.append((customer_channel(customer_id), payload))
-        return messages
+            return [channel for channel, _ in item[1]]
+        execution_id, customer_id = item[0], item[1]
+        if customer_id is None:
+            return [execution_channel(execution_id)]
+        return [execution_channel(execution_id), customer_channel(customer_id)]
+
+    @staticmethod
+    def _messages_of(item, channels: list[str]) -> list[tuple[str, str]]:
+        """Return the (channel, payload) pairs of a queued item for `channels`."""
+        if len(item) == 2:
+            return [pair for pair in item[1] if pair[0] in channels]
+        payload = json.dumps(message_event(item[0], item[2:]))
+        return [(channel, payload) for channel in channels]
 
     def _publish(
         self, messages: list[tuple[str, str]], execution_id: int, events: int

@@ -588,3 +588,91 @@ def test_publisher_keeps_script_after_failure_inside_it(subscriber, monkeypatch)
     assert received(pubsub) == []
     assert publisher._scripts_allowed
     publisher.reset()
+
+
+def test_publisher_names_channels_with_a_subscriber(subscriber):
+    watched = live.execution_channel(UNUSED_ID)
+    unwatched = live.customer_channel(UNUSED_ID)
+    subscriber(watched)
+    publisher = live.RedisPublisher()
+    assert publisher.subscribed_channels({watched, unwatched}) == {watched}
+    publisher.reset()
+
+
+def test_pattern_subscription_gets_every_event(settings):
+    """NUMSUB does not count pattern subscribers, so any pattern means send all."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.psubscribe(f"{live.channel_prefix()}:*")
+    assert pubsub.parse_response(block=False, timeout=5) is not None
+    publisher = live.RedisPublisher()
+    background = live.BackgroundPublisher(publisher, batch_seconds=0.01)
+    try:
+        assert (
+            publisher.subscribed_channels({live.execution_channel(UNUSED_ID)}) is None
+        )
+        update = message_update("msg_1", 1, 5, output_final=True, complete=True)
+        background.submit_update(UNUSED_ID, UNUSED_ID, update)
+        assert background.flush(timeout=5)
+        events = received(pubsub)
+        assert [channel for channel, _ in events] == [
+            live.execution_channel(UNUSED_ID),
+            live.customer_channel(UNUSED_ID),
+        ]
+    finally:
+        pubsub.close()
+        client.close()
+        publisher.reset()
+
+
+def test_publisher_sends_all_when_pubsub_rejected(monkeypatch, caplog):
+    calls = []
+
+    def reject(self, raise_on_error=True):
+        calls.append(self.command_stack)
+        raise redis.ResponseError(
+            "NOPERM this user has no permissions to run the 'pubsub|numpat' command"
+        )
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", reject)
+    publisher = live.RedisPublisher()
+    channels = {live.execution_channel(UNUSED_ID)}
+    with caplog.at_level(logging.WARNING, logger="agents.live"):
+        assert publisher.subscribed_channels(channels) is None
+        assert publisher.subscribed_channels(channels) is None
+    # Requested once, then not again.
+    assert len(calls) == 1
+    assert "Redis rejected PUBSUB" in caplog.text
+    publisher.reset()
+
+
+def test_unwatched_run_builds_no_events(
+    transactional_db, settings, subscriber, monkeypatch
+):
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        if client.pubsub_numpat():
+            pytest.skip("a pattern subscription on this Redis receives every event")
+    finally:
+        client.close()
+    built = []
+    original = live.message_event
+
+    def counting(execution_id, update):
+        built.append(execution_id)
+        return original(execution_id, update)
+
+    monkeypatch.setattr(live, "message_event", counting)
+    unwatched = ExecutionFactory(requested_model=SONNET)
+    record(unwatched, [*FIRST_RESPONSE, RESULT])
+    assert built == []
+
+    watched = ExecutionFactory(requested_model=SONNET)
+    pubsub = subscriber(live.execution_channel(watched.pk))
+    record(watched, [*FIRST_RESPONSE, RESULT])
+    assert built == [watched.pk, watched.pk]
+    assert [data["type"] for _, data in received(pubsub)] == [
+        "api_message",
+        "api_message",
+        "execution_finished",
+    ]

@@ -1,5 +1,6 @@
 """The background thread that publishes live updates in batches."""
 
+import gc
 import json
 import logging
 import threading
@@ -14,11 +15,18 @@ from agents.recorder import MessageState, MessageUpdate
 class RecordingPublisher:
     """Stands in for RedisPublisher and keeps each batch it is given."""
 
-    def __init__(self, *, fail_first: bool = False):
+    def __init__(self, *, fail_first: bool = False, subscribed=None):
         self.batches = []
         self.lost = 0
         self.fail_first = fail_first
         self.sent = threading.Event()
+        # The channels with a subscriber, None for all of them.
+        self.subscribed = subscribed
+        self.requests = []
+
+    def subscribed_channels(self, channels):
+        self.requests.append(set(channels))
+        return self.subscribed
 
     def publish_many(self, messages, *, execution_id, events=1):
         if self.fail_first:
@@ -130,3 +138,54 @@ def test_forked_child_starts_empty():
     background.submit_update(6, None, update("msg_2", 1))
     assert background.flush(timeout=5)
     assert [batch[0] for batch in redis_publisher.batches] == [6]
+
+
+def test_only_channels_with_a_subscriber_get_events(settings):
+    settings.AGENTMARGIN_LIVE_CHANNEL_PREFIX = "am"
+    redis_publisher = RecordingPublisher(
+        subscribed={"am:execution:5", "am:customer:10"}
+    )
+    background = live.BackgroundPublisher(redis_publisher, batch_seconds=0.2)
+    background.submit_update(5, 9, update("msg_1", 1))
+    background.submit_update(6, 10, update("msg_2", 2))
+    background.submit_update(7, None, update("msg_3", 3))
+    background.submit(6, ["am:execution:6", "am:customer:10"], '{"output_tokens": 4}')
+    assert background.flush(timeout=5)
+    # One request for everything queued, naming every channel once.
+    assert redis_publisher.requests == [
+        {
+            "am:execution:5",
+            "am:customer:9",
+            "am:execution:6",
+            "am:customer:10",
+            "am:execution:7",
+        }
+    ]
+    assert published_outputs(redis_publisher.batches) == [
+        ("am:execution:5", 1),
+        ("am:customer:10", 2),
+        ("am:customer:10", 4),
+    ]
+    # Events without a subscriber are not counted as lost.
+    assert redis_publisher.batches[0][:2] == (5, 3)
+    assert redis_publisher.lost == 0
+
+
+def test_no_subscribers_sends_nothing_flush_returns():
+    redis_publisher = RecordingPublisher(subscribed=set())
+    background = live.BackgroundPublisher(redis_publisher, batch_seconds=5)
+    for output in range(3):
+        background.submit_update(5, 9, update("msg_1", output))
+    assert background.flush(timeout=5)
+    assert redis_publisher.batches == []
+    assert redis_publisher.lost == 0
+
+
+def test_queued_update_leaves_the_garbage_collector():
+    """A queued update is a tuple of plain values that the collector stops tracking."""
+    background = live.BackgroundPublisher(RecordingPublisher(), batch_seconds=5)
+    background.submit_update(5, 9, update("msg_1", 1))
+    queued = background._pending[0]
+    gc.collect()
+    assert not gc.is_tracked(queued)
+    assert live.message_event(5, queued[2:])["output_tokens"] == 1
