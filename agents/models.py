@@ -19,6 +19,20 @@ TOKEN_COUNT_FIELDS = (
 )
 
 
+def cost_difference(
+    cost_usd: Decimal, reported_cost_usd: Decimal | None, *, unpriced: bool
+) -> Decimal | None:
+    """Return our cost minus the SDK-reported cost, None when either is unknown.
+
+    While any token of the execution is unpriced, `cost_usd` is only the
+    priced part, and its difference from the SDK's figure would read as a
+    pricing gap that is not there.
+    """
+    if reported_cost_usd is None or unpriced:
+        return None
+    return cost_usd - reported_cost_usd
+
+
 class Workflow(models.Model):
     """A named agent job: its prompt, model, tool permissions and limits."""
 
@@ -159,7 +173,7 @@ class Execution(models.Model):
         "difference from SDK (USD)",
         null=True,
         blank=True,
-        help_text="Our cost minus the SDK-reported cost.",
+        help_text="Our cost minus the SDK-reported cost; empty while any token is unpriced.",
         **COST_DIGITS,
     )
     reported_model_usage = models.JSONField(default=dict, blank=True)

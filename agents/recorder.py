@@ -45,7 +45,7 @@ from agents.message_writer import (
     prepared_statements_enabled,
     update_values,
 )
-from agents.models import TOKEN_COUNT_FIELDS, ApiMessage, Execution
+from agents.models import TOKEN_COUNT_FIELDS, ApiMessage, Execution, cost_difference
 from agents.pricing import PriceQuote, TokenUsage, price_usage
 from agents.signals import api_message_recorded, execution_finished
 
@@ -809,8 +809,10 @@ class StreamRecorder:
             "estimated": totals.estimated_messages > 0,
         }
         if execution.reported_cost_usd is not None:
-            values["cost_difference_usd"] = (
-                totals.cost_usd - execution.reported_cost_usd
+            values["cost_difference_usd"] = cost_difference(
+                totals.cost_usd,
+                execution.reported_cost_usd,
+                unpriced=values["unpriced"],
             )
         for name, value in values.items():
             setattr(execution, name, value)

@@ -11,7 +11,13 @@ from django.db.models import Count, DecimalField, Q, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from agents.models import TOKEN_COUNT_FIELDS, ApiMessage, Execution, Workflow
+from agents.models import (
+    TOKEN_COUNT_FIELDS,
+    ApiMessage,
+    Execution,
+    Workflow,
+    cost_difference,
+)
 from agents.signals import execution_finished
 from customers.models import ApiKey, Customer
 
@@ -100,7 +106,9 @@ def execution_refresh_totals(execution: Execution) -> Execution:
         estimated=sums["estimated_messages"] > 0,
     )
     if execution.reported_cost_usd is not None:
-        totals["cost_difference_usd"] = totals["cost_usd"] - execution.reported_cost_usd
+        totals["cost_difference_usd"] = cost_difference(
+            totals["cost_usd"], execution.reported_cost_usd, unpriced=totals["unpriced"]
+        )
     for name, value in totals.items():
         setattr(execution, name, value)
     Execution.objects.filter(pk=execution.pk).update(**totals)

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Sum
 from django.utils import timezone
 
-from agents.models import ApiMessage, Execution
+from agents.models import ApiMessage, Execution, cost_difference
 
 from . import overrides
 from .engine import price_usage
@@ -190,10 +190,9 @@ def _update_execution_cost(execution: Execution) -> None:
     )
     execution.cost_usd = totals["priced_cost"] or Decimal(0)
     execution.unpriced = totals["has_unpriced"]
-    if execution.reported_cost_usd is None:
-        execution.cost_difference_usd = None
-    else:
-        execution.cost_difference_usd = execution.cost_usd - execution.reported_cost_usd
+    execution.cost_difference_usd = cost_difference(
+        execution.cost_usd, execution.reported_cost_usd, unpriced=execution.unpriced
+    )
     execution.save(update_fields=["cost_usd", "unpriced", "cost_difference_usd"])
 
 

@@ -207,6 +207,27 @@ def test_reported_cost_difference_stored():
     assert execution.cost_difference_usd == Decimal("-0.002")
 
 
+def test_unpriced_run_has_no_cost_difference():
+    """Only the priced part is known, so no difference from the SDK's figure."""
+    execution = record(
+        [
+            stream.message_start("msg_1", SONNET_46, stream.usage(input=1000)),
+            stream.message_delta(1000),
+            stream.message_stop(),
+            stream.message_start("msg_2", "claude-imaginary-9", stream.usage(input=10)),
+            stream.message_delta(20),
+            stream.message_stop(),
+            stream.result(total_cost_usd=0.05),
+        ]
+    )
+    assert execution.unpriced is True
+    assert execution.cost_usd == Decimal("0.018")
+    assert execution.reported_cost_usd == Decimal("0.05")
+    assert execution.cost_difference_usd is None
+    execution.refresh_from_db()
+    assert execution.cost_difference_usd is None
+
+
 @pytest.mark.parametrize(
     ("subtype", "terminal_reason", "status"),
     [

@@ -1,13 +1,16 @@
+import importlib
 from datetime import UTC, datetime
 from decimal import Decimal
 from io import StringIO
 
 import pytest
+from django.apps import apps as django_apps
 from django.core.management import call_command
 
-from agents.models import ApiMessage, ModelPrice
+from agents.models import ApiMessage, Execution, ModelPrice
 from agents.pricing import overrides, reprice
 from agents.pricing.reprice import reprice_unpriced
+from agents.services import execution_refresh_totals
 from tests.factories import ExecutionFactory
 
 pytestmark = pytest.mark.django_db
@@ -93,6 +96,17 @@ def test_command_prices_execution_after_price_added():
     assert execution.cost_difference_usd == Decimal("0.017466")
     assert "Messages repriced: 1" in output.getvalue()
     assert "Executions updated: 1" in output.getvalue()
+
+
+def test_refreshed_totals_have_no_difference_while_unpriced():
+    execution = unpriced_execution(reported_cost_usd=Decimal("0.09"))
+
+    execution_refresh_totals(execution)
+
+    execution.refresh_from_db()
+    assert execution.unpriced is True
+    assert execution.cost_usd == Decimal("0.073466")
+    assert execution.cost_difference_usd is None
 
 
 def test_message_before_price_start_stays_unpriced():
@@ -206,3 +220,23 @@ def test_second_run_changes_nothing():
 
     assert result.messages_repriced == 0
     assert result.executions_updated == 0
+
+
+def test_migration_clears_difference_of_unpriced_executions():
+    migration = importlib.import_module(
+        "agents.migrations.0010_clear_unpriced_cost_difference"
+    )
+    unpriced = unpriced_execution(reported_cost_usd=Decimal("0.09"))
+    Execution.objects.filter(pk=unpriced.pk).update(
+        cost_difference_usd=Decimal("-0.016534")
+    )
+    priced = ExecutionFactory(
+        reported_cost_usd=Decimal("0.02"), cost_difference_usd=Decimal("-0.002")
+    )
+
+    migration.clear_unpriced_differences(django_apps, None)
+
+    unpriced.refresh_from_db()
+    priced.refresh_from_db()
+    assert unpriced.cost_difference_usd is None
+    assert priced.cost_difference_usd == Decimal("-0.002")
