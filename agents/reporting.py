@@ -37,7 +37,7 @@ class MessagePrinter:
             {key: getattr(state.usage, key) for key in TOKEN_COUNT_FIELDS},
             state.cost_usd,
             sum(known, Decimal(0)),
-            unpriced_so_far=len(known) < len(self.costs),
+            unpriced=len(known) < len(self.costs),
             estimated=state.estimated,
         )
         self.write(self.format(record))
@@ -59,7 +59,7 @@ def row_records(rows: Iterable[ApiMessage]) -> Iterator[dict]:
             {key: getattr(row, key) for key in TOKEN_COUNT_FIELDS},
             row.cost_usd,
             running,
-            unpriced_so_far=unpriced,
+            unpriced=unpriced,
             estimated=row.estimated,
         )
 
@@ -70,11 +70,16 @@ def _record(
     parent_tool_use_id,
     counts,
     cost,
-    running,
+    priced_running,
     *,
-    unpriced_so_far,
+    unpriced,
     estimated,
 ) -> dict:
+    """Return the record of one message, named as in the live `api_message` events.
+
+    `running_cost_usd` is null once any message so far is unpriced, and
+    `priced_running_cost_usd` is then the priced part.
+    """
     return {
         "type": "api_message",
         "message_id": message_id,
@@ -82,8 +87,9 @@ def _record(
         "parent_tool_use_id": parent_tool_use_id or None,
         **counts,
         "cost_usd": decimal_text(cost),
-        "running_cost_usd": decimal_text(running),
-        "unpriced_so_far": unpriced_so_far,
+        "running_cost_usd": None if unpriced else decimal_text(priced_running),
+        "priced_running_cost_usd": decimal_text(priced_running),
+        "unpriced": unpriced,
         "estimated": estimated,
     }
 
@@ -96,8 +102,8 @@ def message_json(record: dict) -> str:
 def message_line(record: dict) -> str:
     """Format one API message record as a line of text, with the running total."""
     cost = "unpriced" if record["cost_usd"] is None else f"${record['cost_usd']}"
-    running = f"${record['running_cost_usd']}"
-    if record["unpriced_so_far"]:
+    running = f"${record['priced_running_cost_usd']}"
+    if record["unpriced"]:
         running += " + unpriced"
     flags = []
     if record["parent_tool_use_id"]:

@@ -80,7 +80,9 @@ def test_show_execution_json_matches_run_agent_keys():
     assert [line["type"] for line in lines] == ["api_message", "api_message", "summary"]
     assert lines[0]["running_cost_usd"] == "0.2"
     assert lines[1]["cost_usd"] is None
-    assert lines[1]["unpriced_so_far"] is True
+    assert lines[1]["unpriced"] is True
+    assert lines[1]["running_cost_usd"] is None
+    assert lines[1]["priced_running_cost_usd"] == "0.2"
     summary = lines[-1]
     for key in (
         "execution_id",
