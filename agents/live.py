@@ -8,7 +8,8 @@ relays the execution's channel to browsers and API clients.
 
 The signal receivers do not publish themselves. They hand each event to a
 background thread of their process, which sends what has gathered about
-every PUBLISH_BATCH_SECONDS as one call of a Lua script that publishes
+every PUBLISH_BATCH_SECONDS (PUBLISH_IDLE_BATCH_SECONDS while nobody
+subscribes) as one call of a Lua script that publishes
 each event in turn (or as a pipeline of PUBLISH commands where Redis
 rejects scripts), so recording a message never waits for Redis. At the end
 of an execution the receiver waits, for at most FLUSH_TIMEOUT_SECONDS,
@@ -72,6 +73,11 @@ PUBLISH_SOCKET_TIMEOUT_SECONDS = 0.5
 # The background thread sends a batch this long after the first event of it
 # arrived. Events that gather beyond MAX_PENDING_EVENTS are dropped.
 PUBLISH_BATCH_SECONDS = 0.05
+# After a batch none of whose channels had a subscriber, the next batch waits
+# this long instead, so a worker process that nobody watches wakes its
+# publishing thread twice a second rather than twenty times. A subscriber's
+# first events may then come this much later; flush() does not wait for it.
+PUBLISH_IDLE_BATCH_SECONDS = 0.5
 MAX_PENDING_EVENTS = 10_000
 # The end of an execution waits this long at most for its events to be sent.
 FLUSH_TIMEOUT_SECONDS = 2.0
@@ -471,7 +477,8 @@ class BackgroundPublisher:
 
     `submit_update` and `submit` queue an event and return at once. The
     thread, started on first use in each process (a forked child starts its
-    own), waits PUBLISH_BATCH_SECONDS after the first event of a batch,
+    own), waits PUBLISH_BATCH_SECONDS after the first event of a batch
+    (PUBLISH_IDLE_BATCH_SECONDS after a batch that reached no subscriber),
     reads through `publisher` which of the batch's channels have a
     subscriber, and sends the events for those, in the order they were
     queued. When MAX_PENDING_EVENTS are waiting, further events are dropped
@@ -483,10 +490,12 @@ class BackgroundPublisher:
         redis_publisher: RedisPublisher,
         *,
         batch_seconds: float = PUBLISH_BATCH_SECONDS,
+        idle_batch_seconds: float = PUBLISH_IDLE_BATCH_SECONDS,
         max_pending: int = MAX_PENDING_EVENTS,
     ):
         self.publisher = redis_publisher
         self.batch_seconds = batch_seconds
+        self.idle_batch_seconds = idle_batch_seconds
         self.max_pending = max_pending
         self._start_state()
 
@@ -496,7 +505,10 @@ class BackgroundPublisher:
         # threading.Event that flush() waits on.
         self._pending: collections.deque = collections.deque()
         self._wake = threading.Event()
-        self._flush_requested = False
+        # Set by flush(): the thread sends at once instead of waiting.
+        self._flush_requested = threading.Event()
+        # True while the last batch reached no subscriber.
+        self._unwatched = False
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
@@ -522,7 +534,7 @@ class BackgroundPublisher:
             return True
         done = threading.Event()
         self._pending.append(done)
-        self._flush_requested = True
+        self._flush_requested.set()
         self._ensure_thread()
         self._wake.set()
         return done.wait(timeout)
@@ -549,12 +561,15 @@ class BackgroundPublisher:
 
     def _run(self) -> None:
         wake = self._wake
+        flush_requested = self._flush_requested
         while True:
             wake.wait()
             wake.clear()
-            if not self._flush_requested:
-                time.sleep(self.batch_seconds)
-            self._flush_requested = False
+            if not flush_requested.is_set():
+                flush_requested.wait(
+                    self.idle_batch_seconds if self._unwatched else self.batch_seconds
+                )
+            flush_requested.clear()
             self._send_pending()
 
     def _send_pending(self) -> None:
@@ -571,6 +586,8 @@ class BackgroundPublisher:
         except redis.RedisError as exc:
             self._drop(items, exc)
             return
+        if needed:
+            self._unwatched = subscribed is not None and not subscribed
         messages: list[tuple[str, str]] = []
         events = 0
         first_execution_id = 0

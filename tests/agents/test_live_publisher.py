@@ -4,6 +4,7 @@ import gc
 import json
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -189,3 +190,38 @@ def test_queued_update_leaves_the_garbage_collector():
     gc.collect()
     assert not gc.is_tracked(queued)
     assert live.message_event(5, queued[2:])["output_tokens"] == 1
+
+
+def wait_for(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_unwatched_batches_wait_longer_but_flush_does_not():
+    redis_publisher = RecordingPublisher(subscribed=set())
+    background = live.BackgroundPublisher(
+        redis_publisher, batch_seconds=0.01, idle_batch_seconds=1.0
+    )
+    background.submit_update(5, 9, update("msg_1", 1))
+    wait_for(lambda: len(redis_publisher.requests) == 1)
+    background.submit_update(5, 9, update("msg_1", 2))
+    time.sleep(0.3)
+    # The batch after one that reached nobody waits the idle interval.
+    assert len(redis_publisher.requests) == 1
+    started = time.monotonic()
+    assert background.flush(timeout=5)
+    assert time.monotonic() - started < 0.5
+    assert len(redis_publisher.requests) == 2
+
+
+def test_watched_batches_keep_short_interval():
+    redis_publisher = RecordingPublisher()
+    background = live.BackgroundPublisher(
+        redis_publisher, batch_seconds=0.01, idle_batch_seconds=5.0
+    )
+    background.submit_update(5, 9, update("msg_1", 1))
+    wait_for(lambda: len(redis_publisher.batches) == 1)
+    background.submit_update(5, 9, update("msg_1", 2))
+    wait_for(lambda: len(redis_publisher.batches) == 2, timeout=2.0)
