@@ -29,6 +29,7 @@ import queue
 import random
 import statistics
 import sys
+import threading
 import time
 import traceback
 from datetime import UTC, datetime
@@ -750,7 +751,57 @@ def check_stored(
     return stored
 
 
-def run_all(pool, args) -> list[Measurement]:
+class EventWatcher:
+    """Receives every live update of the benchmark through one pattern subscription.
+
+    A pattern subscription on the channel prefix makes the workers' publishing
+    threads build and send every event, as when someone watches every
+    execution. A thread of the benchmark process reads and counts them.
+    """
+
+    def __init__(self, redis_url: str, prefix: str):
+        import redis
+
+        self.client = redis.Redis.from_url(redis_url)
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.psubscribe(f"{prefix}:*")
+        if self.pubsub.parse_response(block=False, timeout=5) is None:
+            raise BenchmarkError(
+                f"Redis at {redis_url} did not confirm the subscription."
+            )
+        self._lock = threading.Lock()
+        self._received = 0
+        self._last_at = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            message = self.pubsub.get_message(timeout=0.2)
+            if message is not None and message["type"] == "pmessage":
+                with self._lock:
+                    self._received += 1
+                    self._last_at = time.monotonic()
+
+    def take(self, quiet_seconds: float = 0.5) -> int:
+        """Return the events received since the last call, once none came for `quiet_seconds`."""
+        while True:
+            with self._lock:
+                idle = time.monotonic() - self._last_at
+                if idle >= quiet_seconds:
+                    received, self._received = self._received, 0
+                    return received
+            time.sleep(quiet_seconds - idle)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.pubsub.close()
+        self.client.close()
+
+
+def run_all(pool, args, watcher: EventWatcher | None = None) -> list[Measurement]:
     """Time the recorder and bare inserts at each concurrency, alternating their order."""
     measurements = []
     for concurrency in args.concurrency:
@@ -762,6 +813,8 @@ def run_all(pool, args) -> list[Measurement]:
                     pool, mode=mode, concurrency=concurrency, repeat=repeat, args=args
                 )
                 measurements.append(measurement)
+                if watcher is not None:
+                    check_watched(watcher, mode, measurement)
             if stored[RECORDER].rows == stored[BARE].rows == args.messages and (
                 stored[RECORDER] != stored[BARE]
             ):
@@ -770,6 +823,23 @@ def run_all(pool, args) -> list[Measurement]:
                     f"{stored[RECORDER]} and {stored[BARE]}."
                 )
     return measurements
+
+
+def check_watched(watcher: EventWatcher, mode: str, measurement: Measurement) -> None:
+    """Check that a watched recorder run published every update on both channels.
+
+    Each API message is announced when its response starts and when it is
+    complete, and each execution's end once, each on two channels.
+    """
+    received = watcher.take()
+    if mode != RECORDER:
+        return
+    expected = 4 * measurement.messages + 2 * measurement.concurrency
+    print(f"    live events received: {received:,} (expected {expected:,})")
+    if received != expected:
+        raise BenchmarkError(
+            f"The watcher received {received:,} live events instead of {expected:,}."
+        )
 
 
 # Report ----------------------------------------------------------------
@@ -795,8 +865,19 @@ def read_environment(args) -> dict[str, str]:
         "receivers": (
             "connected" if api_message_recorded.has_listeners(Execution) else "none"
         ),
-        "live_updates": "on" if live_updates else "off",
+        "live_updates": (
+            "off" if not live_updates else "on, watched" if args.watch else "on"
+        ),
     }
+    if live_updates:
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        try:
+            # Any pattern subscription makes the workers publish every event.
+            facts["patterns"] = str(client.pubsub_numpat())
+        finally:
+            client.close()
     with connection.cursor() as cursor:
         cursor.execute("SELECT version()")
         facts["postgresql"] = cursor.fetchone()[0]
@@ -964,7 +1045,12 @@ def markdown_results(summary: Summary, facts, args, command: str) -> str:
         f"fsync={facts['fsync']}, wal_sync_method={facts['wal_sync_method']}, "
         f"commit_delay={facts['commit_delay']}.",
         f"- Receivers of api_message_recorded: {facts['receivers']}; "
-        f"AGENTMARGIN_LIVE_UPDATES in the workers: {facts['live_updates']}.",
+        f"AGENTMARGIN_LIVE_UPDATES in the workers: {facts['live_updates']}"
+        + (
+            f"; other pattern subscriptions on Redis: {facts['patterns']}."
+            if "patterns" in facts
+            else "."
+        ),
         f"- Load average before the runs: {facts['load_before']}; after: "
         f"{facts['load_after']}.",
         f"- {args.messages:,} API messages per run, {args.repeat} runs of each kind per "
@@ -1069,6 +1155,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "publishes nothing to Redis and only its database work is measured",
     )
     parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="subscribe to every live-update channel from the benchmark process, so "
+        "that the workers build and publish every event, as when someone watches "
+        "each execution, and check that every event arrives",
+    )
+    parser.add_argument(
         "--write-doc", type=Path, help="markdown file whose results block to replace"
     )
 
@@ -1079,6 +1172,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--repeat must be 1 or more")
     if args.time_limit <= 0:
         parser.error("--time-limit must be positive")
+    if args.watch and not args.live_updates:
+        parser.error("--watch needs live updates; drop --no-live-updates")
     return args
 
 
@@ -1107,9 +1202,18 @@ def main(argv: list[str] | None = None) -> int:
             f"Starting {max(args.concurrency)} worker processes ({args.start_method})."
         )
         pool = WorkerPool(max(args.concurrency), args.start_method)
+        watcher = None
         try:
-            measurements = run_all(pool, args)
+            if args.watch:
+                from django.conf import settings
+
+                from agents.live import channel_prefix
+
+                watcher = EventWatcher(settings.REDIS_URL, channel_prefix())
+            measurements = run_all(pool, args, watcher)
         finally:
+            if watcher is not None:
+                watcher.close()
             pool.close()
             connections.close_all()
     finally:
