@@ -590,7 +590,20 @@ def test_publisher_keeps_script_after_failure_inside_it(subscriber, monkeypatch)
     publisher.reset()
 
 
-def test_publisher_names_channels_with_a_subscriber(subscriber):
+@pytest.fixture
+def no_pattern_subscriptions(settings):
+    """Skip the test while a pattern subscription elsewhere on Redis receives every event."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        if client.pubsub_numpat():
+            pytest.skip("a pattern subscription on this Redis receives every event")
+    finally:
+        client.close()
+
+
+def test_publisher_names_channels_with_a_subscriber(
+    subscriber, no_pattern_subscriptions
+):
     watched = live.execution_channel(UNUSED_ID)
     unwatched = live.customer_channel(UNUSED_ID)
     subscriber(watched)
@@ -647,14 +660,8 @@ def test_publisher_sends_all_when_pubsub_rejected(monkeypatch, caplog):
 
 
 def test_unwatched_run_builds_no_events(
-    transactional_db, settings, subscriber, monkeypatch
+    transactional_db, subscriber, monkeypatch, no_pattern_subscriptions
 ):
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    try:
-        if client.pubsub_numpat():
-            pytest.skip("a pattern subscription on this Redis receives every event")
-    finally:
-        client.close()
     built = []
     original = live.message_event
 
