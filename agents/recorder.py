@@ -328,7 +328,14 @@ class StreamRecorder:
             return
         if event_type == "message_delta":
             usage = event.get("usage")
-            self._apply_delta(state, usage if isinstance(usage, dict) else {})
+            self._apply_delta(
+                state,
+                usage if isinstance(usage, dict) else {},
+                # After an interrupt the CLI closes the response it cut off
+                # with a message_delta of its own, without a stop reason,
+                # that repeats the counts it has: not a final count.
+                final=not (self.interrupt_requested and not _stop_reason(event)),
+            )
         elif event_type == "message_stop" and not state.complete:
             self._close_response(state, abandoned=bool(event.get("abandoned_blocks")))
 
@@ -434,7 +441,7 @@ class StreamRecorder:
         state.estimated = False
         self._price_and_store(state, previous=previous)
 
-    def _apply_delta(self, state: MessageState, usage: dict) -> None:
+    def _apply_delta(self, state: MessageState, usage: dict, *, final: bool) -> None:
         if state.complete and state.output_final:
             return
         try:
@@ -490,7 +497,7 @@ class StreamRecorder:
                 exc,
             )
             return
-        state.output_final = True
+        state.output_final = final
         # Listeners are notified by the message_stop that follows at once.
         self._price_and_store(
             state,
@@ -521,9 +528,16 @@ class StreamRecorder:
                 details.append(str(result.result))
             execution.error = "\n".join(details)[:4000]
         self._remember_session(result.session_id)
-        self._fill_outputs_from_result(result.model_usage or {})
+        self._fill_outputs_from_result(
+            result.model_usage or {},
+            interrupted=(
+                self.interrupt_requested or result.terminal_reason in INTERRUPT_REASONS
+            ),
+        )
 
-    def _fill_outputs_from_result(self, model_usage: dict) -> None:
+    def _fill_outputs_from_result(
+        self, model_usage: dict, *, interrupted: bool = False
+    ) -> None:
         """Use the result's per-model output totals for responses that never got a delta.
 
         The CLI's `modelUsage[model].outputTokens` is exact. When some of a
@@ -532,8 +546,11 @@ class StreamRecorder:
         remainder on the last, and they are marked estimated: the
         execution's total is then exact, each response's share a guess.
         When the total equals what those responses carried, their counts
-        are confirmed instead. A total below that (an interrupted response
-        that the CLI leaves out) changes nothing.
+        are confirmed instead, unless the run was `interrupted`: the CLI's
+        total then counts a response cut off in the middle in its own way,
+        so such responses keep their streamed counts, estimated. A total
+        below that (an interrupted response that the CLI leaves out)
+        changes nothing.
 
         The CLI keys `modelUsage` by the model it asked for, while responses
         carry the model that answered; totals of keys that match no
@@ -550,7 +567,9 @@ class StreamRecorder:
         for model, usage in reported.items():
             if model in answered:
                 states = [s for s in self.messages.values() if s.model == model]
-                self._fill_group(states, _count_of(usage, "outputTokens"))
+                self._fill_group(
+                    states, _count_of(usage, "outputTokens"), interrupted=interrupted
+                )
         unmatched_keys = [model for model in reported if model not in answered]
         unmatched_states = [
             s for s in self.messages.values() if s.model not in reported
@@ -561,18 +580,40 @@ class StreamRecorder:
             total = sum(
                 _count_of(reported[model], "outputTokens") for model in unmatched_keys
             )
-            self._fill_group(unmatched_states, total)
+            self._fill_group(unmatched_states, total, interrupted=interrupted)
             return
         for model in unmatched_keys:
             self._record_unstreamed(model, reported[model])
 
-    def _fill_group(self, states: list[MessageState], reported_output: int) -> None:
-        pending = [state for state in states if not state.output_final]
+    def _fill_group(
+        self, states: list[MessageState], reported_output: int, *, interrupted: bool
+    ) -> None:
+        # After an interrupt, a response closed without a final count was cut
+        # off. The CLI's total for it is no better than the count the stream
+        # carried (it may add its own closing delta's count again), so it
+        # keeps that count, estimated, and its share is left out.
+        cut_off = [
+            state
+            for state in states
+            if interrupted and state.complete and not state.output_final
+        ]
+        pending = [
+            state
+            for state in states
+            if not state.output_final and not (interrupted and state.complete)
+        ]
         if not pending:
             return
         known = sum(state.usage.output_tokens for state in states if state.output_final)
-        missing = reported_output - known
+        missing = (
+            reported_output
+            - known
+            - sum(state.usage.output_tokens for state in cut_off)
+        )
         streamed = sum(state.usage.output_tokens for state in pending)
+        if missing == streamed and interrupted:
+            # finish() settles them at these counts, marked estimated.
+            return
         if missing == streamed:
             # The result confirms the counts the responses carried.
             for state in pending:
@@ -917,6 +958,12 @@ def _reported_cost(value) -> Decimal | None:
         return None
     # The SDK reports a float; its shortest repr is the value it printed.
     return Decimal(repr(value))
+
+
+def _stop_reason(event: dict) -> str | None:
+    """Return the stop reason of a message_delta event, None when it has none."""
+    delta = event.get("delta")
+    return delta.get("stop_reason") if isinstance(delta, dict) else None
 
 
 def _is_count(value) -> bool:

@@ -207,6 +207,72 @@ def test_reported_cost_difference_stored():
     assert execution.cost_difference_usd == Decimal("-0.002")
 
 
+@pytest.mark.parametrize(
+    ("result_options", "interrupted", "output_final"),
+    [
+        ({"subtype": "success"}, False, True),
+        (
+            {
+                "subtype": "error_during_execution",
+                "terminal_reason": "aborted_streaming",
+                "is_error": True,
+            },
+            False,
+            False,
+        ),
+        ({"subtype": "error_during_execution", "is_error": True}, True, False),
+    ],
+)
+def test_result_confirms_counts_unless_interrupted(
+    result_options, interrupted, output_final
+):
+    """A cut-off response's one streamed token is not its final count."""
+    execution = ExecutionFactory(requested_model=SONNET_46)
+    recorder = StreamRecorder(execution)
+    recorder.start()
+    recorder.interrupt_requested = interrupted
+    for message in [
+        stream.message_start("msg_1", SONNET_46, stream.usage(input=100, output=1)),
+        stream.result(model_usage={SONNET_46: {"outputTokens": 1}}, **result_options),
+    ]:
+        recorder.handle(message)
+    recorder.finish()
+    row = ApiMessage.objects.get(execution=execution)
+    assert row.output_tokens == 1
+    assert row.output_final is output_final
+    assert row.estimated is not output_final
+    execution.refresh_from_db()
+    assert execution.estimated is not output_final
+
+
+@pytest.mark.parametrize(
+    ("interrupted", "stop_reason", "output_final"),
+    [
+        (False, None, True),
+        (True, "end_turn", True),
+        (True, None, False),
+    ],
+)
+def test_closing_delta_after_interrupt_not_final(
+    interrupted, stop_reason, output_final
+):
+    """The CLI closes a cut-off response with a delta without a stop reason."""
+    execution = ExecutionFactory(requested_model=SONNET_46)
+    recorder = StreamRecorder(execution)
+    recorder.start()
+    recorder.handle(
+        stream.message_start("msg_1", SONNET_46, stream.usage(input=100, output=1))
+    )
+    recorder.interrupt_requested = interrupted
+    recorder.handle(stream.message_delta(1, stop_reason=stop_reason))
+    recorder.handle(stream.message_stop())
+    recorder.finish(interrupted=interrupted)
+    row = ApiMessage.objects.get(execution=execution)
+    assert row.output_tokens == 1
+    assert row.output_final is output_final
+    assert row.estimated is not output_final
+
+
 def test_unpriced_run_has_no_cost_difference():
     """Only the priced part is known, so no difference from the SDK's figure."""
     execution = record(

@@ -134,6 +134,10 @@ def test_stalled_run_is_interrupted_with_prompt_cost(target):
         "claude-sonnet-4-6", [{**turn, "output_tokens": 1}]
     )
     assert execution.finished_at is not None
+    # The CLI's result counts the one token too, which does not make it final.
+    message = execution.api_messages.get()
+    assert message.output_final is False
+    assert message.estimated is True
 
 
 def test_run_agent_json_summary(simulator, settings):
