@@ -24,12 +24,17 @@ Status = MeterEventDelivery.Status
 
 
 def subscribed(plan, slug="acme", start=None):
-    """Sync the plans, then subscribe a new customer to `plan` in Stripe."""
+    """Sync the plans, then subscribe a new customer to `plan` in Stripe.
+
+    The subscription starts yesterday unless `start` is given, so that
+    executions the tests finish an hour or two ago are covered just after
+    midnight too.
+    """
     if not plan.stripe_product_id:
         sync.plans_sync()
         plan.refresh_from_db()
     customer = new_customer(slug)
-    start = start or timezone.now().date()
+    start = start or timezone.now().date() - timedelta(days=1)
     customer_subscribe(customer=customer, plan=plan, start=start)
     customer.refresh_from_db()
     return customer
