@@ -184,8 +184,9 @@ def stored_message_events(execution_id: int, *, finished: bool) -> list[dict]:
 
     The running cost of each is the sum up to it in arrival order. The
     recorder does not store whether a response has ended, so a message is
-    reported complete once the execution has `finished` or a later message
-    of the same agent or subagent exists.
+    reported complete once its final output count is stored (its
+    message_stop follows at once), once a later message of the same agent
+    or subagent exists, or once the execution has `finished`.
     """
     rows = list(
         ApiMessage.objects.filter(execution_id=execution_id).order_by("sequence")
@@ -193,7 +194,9 @@ def stored_message_events(execution_id: int, *, finished: bool) -> list[dict]:
     later_agents: set[str] = set()
     complete = {}
     for row in reversed(rows):
-        complete[row.pk] = finished or row.parent_tool_use_id in later_agents
+        complete[row.pk] = (
+            finished or row.output_final or row.parent_tool_use_id in later_agents
+        )
         later_agents.add(row.parent_tool_use_id)
     events = []
     priced_running_cost = Decimal(0)

@@ -261,8 +261,9 @@ class ExecutionEventStream:
         """Record and return whether `event` is further on than what was sent.
 
         A message goes from open to a final output count to complete. Its
-        output count grows between deltas, and it is marked estimated at
-        most once. So the tuple grows with each update of one recorder,
+        output count grows between deltas, it is marked estimated at most
+        once, and its model and then its cost, when they arrive late, are
+        set once. So the tuple grows with each update of one recorder,
         except in the case noted below.
         """
         # NOTE: a stream whose cumulative output count drops between two
@@ -272,6 +273,8 @@ class ExecutionEventStream:
             bool(event.get("output_final")),
             event.get("output_tokens") or 0,
             bool(event.get("estimated")),
+            bool(event.get("model")),
+            event.get("cost_usd") is not None,
         )
         message_id = event.get("message_id")
         sent = self.sent_progress.get(message_id)

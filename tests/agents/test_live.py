@@ -343,13 +343,9 @@ def test_events_stream_stored_then_live_messages(transactional_db, admin_client)
     rest = [parse_frame(frame) for frame in frames]
     worker.join(timeout=10)
 
-    assert message_progress([stored]) == [("msg_1", 87, False)]
-    assert message_progress(rest) == [
-        ("msg_2", 1, False),
-        ("msg_2", 240, True),
-        # The finish marks the first response complete.
-        ("msg_1", 87, True),
-    ]
+    # Its final output count is stored, so the response is complete.
+    assert message_progress([stored]) == [("msg_1", 87, True)]
+    assert message_progress(rest) == [("msg_2", 1, False), ("msg_2", 240, True)]
     name, finished = rest[-1]
     execution.refresh_from_db()
     assert name == "execution_finished"
@@ -361,11 +357,11 @@ def test_events_stream_stored_then_live_messages(transactional_db, admin_client)
 
 def test_events_drop_stale_and_repeated_updates(transactional_db, admin_client):
     execution = ExecutionFactory(requested_model=SONNET)
-    record(execution, FIRST_RESPONSE[:2], finish=False)
+    record(execution, FIRST_RESPONSE[:1], finish=False)
     response = admin_client.get(events_url(execution.pk))
     frames = iter(response.streaming_content)
     next(frames)
-    assert message_progress([parse_frame(next(frames))]) == [("msg_1", 87, False)]
+    assert message_progress([parse_frame(next(frames))]) == [("msg_1", 1, False)]
 
     for update in [
         message_update("msg_1", 1, 1, output_final=False, complete=False),
@@ -378,8 +374,47 @@ def test_events_drop_stale_and_repeated_updates(transactional_db, admin_client):
     live.publish_execution_finished(execution.pk, Execution.Status.SUCCEEDED)
     rest = [parse_frame(frame) for frame in frames]
 
-    assert message_progress(rest) == [("msg_1", 87, True), ("msg_2", 1, False)]
+    assert message_progress(rest) == [
+        ("msg_1", 87, False),
+        ("msg_1", 87, True),
+        ("msg_2", 1, False),
+    ]
     assert rest[-1][0] == "execution_finished"
+
+
+def test_events_send_late_model_and_cost(transactional_db, admin_client):
+    """A model that arrives after the counts changes nothing else, and is still sent."""
+    execution = ExecutionFactory(requested_model=SONNET)
+    record(
+        execution,
+        [stream.message_start("msg_1", "", stream.usage(input=3, write_5m=4000))],
+        finish=False,
+    )
+    response = admin_client.get(events_url(execution.pk))
+    frames = iter(response.streaming_content)
+    next(frames)
+    name, stored = parse_frame(next(frames))
+    assert (stored["model"], stored["cost_usd"]) == ("", None)
+
+    priced = message_update("msg_1", 1, 1, output_final=False, complete=False)
+    live.publish_message_update(execution.pk, execution.customer_id, priced)
+    live.publish_execution_finished(execution.pk, Execution.Status.INTERRUPTED)
+    rest = [parse_frame(frame) for frame in frames]
+
+    late = [data for name, data in rest if name == "api_message"]
+    assert late[0]["model"] == SONNET
+    assert late[0]["cost_usd"] == "0.0015"
+    assert rest[-1][0] == "execution_finished"
+
+
+def test_stored_message_with_final_count_is_complete(transactional_db):
+    execution = ExecutionFactory(requested_model=SONNET)
+    record(execution, [*FIRST_RESPONSE, SECOND_RESPONSE[0]], finish=False)
+    events = live.stored_message_events(execution.pk, finished=False)
+    assert [(e["message_id"], e["output_final"], e["complete"]) for e in events] == [
+        ("msg_1", True, True),
+        ("msg_2", False, False),
+    ]
 
 
 def test_events_of_finished_execution_end_at_once(transactional_db, admin_client):
@@ -446,7 +481,7 @@ def test_events_without_redis_send_stored_messages(
         response = admin_client.get(events_url(execution.pk))
         events = [parse_frame(frame) for frame in response.streaming_content]
     assert events[0] == ("retry", "5000")
-    assert message_progress(events) == [("msg_1", 87, False)]
+    assert message_progress(events) == [("msg_1", 87, True)]
     assert len(events) == 2
     warnings = [r.getMessage() for r in caplog.records if r.name == "agents.views"]
     assert len(warnings) == 1
