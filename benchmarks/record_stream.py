@@ -865,11 +865,10 @@ def read_environment(args) -> dict[str, str]:
         "receivers": (
             "connected" if api_message_recorded.has_listeners(Execution) else "none"
         ),
-        "live_updates": (
-            "off" if not live_updates else "on, watched" if args.watch else "on"
-        ),
+        "live_updates": "off",
     }
     if live_updates:
+        facts["live_updates"] = "on, watched" if args.watch else "on"
         import redis
 
         client = redis.Redis.from_url(settings.REDIS_URL)
