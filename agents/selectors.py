@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
-from agents.models import ApiMessage, Execution, Workflow
+from django.db.models import Min
+
+from agents.models import ApiMessage, Execution, ModelPrice, Workflow
 from customers.models import Customer
 
 
@@ -58,3 +61,23 @@ def execution_summary(execution: Execution) -> dict:
         "estimated": execution.estimated,
         "error": execution.error,
     }
+
+
+def prices_starting_late(models: list[str]) -> list[tuple[str, datetime, datetime]]:
+    """Return (model, first price start, first unpriced arrival) for models priced too late.
+
+    A ModelPrice row applies from its `valid_from`, so messages of its model
+    that arrived earlier stay unpriced. Each of `models` with such rows and
+    no price for its earliest unpriced message is listed once.
+    """
+    late = []
+    for model in models:
+        first_start = ModelPrice.objects.filter(model=model).aggregate(
+            first=Min("valid_from")
+        )["first"]
+        first_unpriced = ApiMessage.objects.filter(
+            model=model, cost_usd__isnull=True
+        ).aggregate(first=Min("arrived_at"))["first"]
+        if first_start and first_unpriced and first_start > first_unpriced:
+            late.append((model, first_start, first_unpriced))
+    return late

@@ -101,7 +101,9 @@ def price_usage(model: str, usage: TokenUsage, at: datetime) -> PriceQuote:
                 _resolutions.clear()
             _resolutions[key] = resolution
     if resolution.card is None:
-        _warn_unpriced(model, "found in neither ModelPrice rows nor genai-prices")
+        _warn_unpriced(
+            model, "no ModelPrice row in force at that time and no genai-prices entry"
+        )
         return _unpriced(model, usage)
     return _quote(
         model,
@@ -263,7 +265,7 @@ def _warn_unpriced(model: str, reason: str) -> None:
         _warned_unpriced.add(model)
     logger.warning(
         "Model %s: no price (%s). Its cost stays unknown until a ModelPrice row "
-        "is added. Then run manage.py reprice_usage.",
+        "valid from that time or earlier is added. Then run manage.py reprice_usage.",
         model,
         reason,
     )

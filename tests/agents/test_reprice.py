@@ -134,6 +134,22 @@ def test_command_lists_models_still_unpriced():
     assert f"Models still without a price: {UNKNOWN}" in output.getvalue()
 
 
+def test_command_names_price_starting_after_messages():
+    unpriced_execution()
+    add_price(UNKNOWN, datetime(2027, 1, 1, tzinfo=UTC))
+    output = StringIO()
+
+    call_command("reprice_usage", stdout=output)
+
+    text = output.getvalue()
+    assert "Messages still unpriced: 1" in text
+    assert (
+        f"{UNKNOWN}: its ModelPrice rows start at 2027-01-01T00:00:00+00:00, "
+        f"after its first unpriced message ({ARRIVED.isoformat()})"
+    ) in text
+    assert "Models still without a price" not in text
+
+
 def test_without_reported_cost_difference_stays_empty():
     execution = unpriced_execution()
     add_price(UNKNOWN, datetime(2026, 11, 1, tzinfo=UTC))
