@@ -14,7 +14,7 @@ each event in turn (or as a pipeline of PUBLISH commands where Redis
 rejects scripts), so recording a message never waits for Redis. At the end
 of an execution the receiver waits, for at most FLUSH_TIMEOUT_SECONDS,
 until the thread has sent everything so far, so a command that exits after
-its run loses nothing. Events beyond MAX_PENDING_EVENTS are dropped rather
+its run loses nothing unless Redis takes longer than that. Events beyond MAX_PENDING_EVENTS are dropped rather
 than held.
 
 Before it builds a batch's events, the thread reads from Redis which of
@@ -74,7 +74,7 @@ PUBLISH_SOCKET_TIMEOUT_SECONDS = 0.5
 # arrived. Events that gather beyond MAX_PENDING_EVENTS are dropped.
 PUBLISH_BATCH_SECONDS = 0.05
 # After a batch none of whose channels had a subscriber, the next batch waits
-# this long instead, so a worker process that nobody watches wakes its
+# this long instead, so a worker process without subscribers wakes its
 # publishing thread twice a second rather than twenty times. A subscriber's
 # first events may then come this much later; flush() does not wait for it.
 PUBLISH_IDLE_BATCH_SECONDS = 0.5
@@ -127,7 +127,7 @@ def customer_channel(customer_id: int) -> str:
 def update_fields(update: MessageUpdate) -> tuple:
     """Return the fields of a recorder update's `api_message` event, for `message_event`.
 
-    The tuple holds only numbers, strings, Decimals and None, so the garbage
+    The tuple contains only numbers, strings, Decimals and None, so the garbage
     collector stops tracking it at its first pass: updates that wait for the
     publishing thread add nothing to later collections. The recorder's own
     objects, held until then, would survive into the oldest generation and

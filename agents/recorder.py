@@ -332,8 +332,7 @@ class StreamRecorder:
                 state,
                 usage if isinstance(usage, dict) else {},
                 # After an interrupt the CLI closes the response it cut off
-                # with a message_delta of its own, without a stop reason,
-                # that repeats the counts it has: not a final count.
+                # with its own message_delta, without a stop reason.
                 final=not (self.interrupt_requested and not _stop_reason(event)),
             )
         elif event_type == "message_stop" and not state.complete:
@@ -589,9 +588,7 @@ class StreamRecorder:
         self, states: list[MessageState], reported_output: int, *, interrupted: bool
     ) -> None:
         # After an interrupt, a response closed without a final count was cut
-        # off. The CLI's total for it is no better than the count the stream
-        # carried (it may add its own closing delta's count again), so it
-        # keeps that count, estimated, and its share is left out.
+        # off. The CLI's total counts its closing delta again, so it is left out.
         cut_off = [
             state
             for state in states

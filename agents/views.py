@@ -261,10 +261,10 @@ class ExecutionEventStream:
         """Record and return whether `event` is further on than what was sent.
 
         A message goes from open to a final output count to complete. Its
-        output count grows between deltas, it is marked estimated at most
-        once, and its model and then its cost, when they arrive late, are
-        set once. So the tuple grows with each update of one recorder,
-        except in the case noted below.
+        output count grows between deltas, and it is marked estimated at
+        most once. A model and cost that arrive late are filled in once and
+        not cleared by the recorder. So the tuple grows with each update of
+        one recorder, except in the case noted below.
         """
         # NOTE: a stream whose cumulative output count drops between two
         # deltas of one message keeps showing the higher count.

@@ -752,7 +752,7 @@ def check_stored(
 
 
 class EventWatcher:
-    """Receives every live update of the benchmark through one pattern subscription.
+    """A pattern subscription that receives and counts the benchmark's live updates.
 
     A pattern subscription on the channel prefix makes the workers' publishing
     threads build and send every event, as when someone watches every
@@ -767,7 +767,7 @@ class EventWatcher:
         self.pubsub.psubscribe(f"{prefix}:*")
         if self.pubsub.parse_response(block=False, timeout=5) is None:
             raise BenchmarkError(
-                f"Redis at {redis_url} did not confirm the subscription."
+                f"Subscribing to Redis at {redis_url} timed out: no confirmation within 5 s."
             )
         self._lock = threading.Lock()
         self._received = 0
@@ -831,6 +831,8 @@ def check_watched(watcher: EventWatcher, mode: str, measurement: Measurement) ->
     Each API message is announced when its response starts and when it is
     complete, and each execution's end once, each on two channels.
     """
+    # NOTE: every message under the channel prefix counts, so another
+    # publisher on the same Redis and prefix makes this check fail.
     received = watcher.take()
     if mode != RECORDER:
         return
@@ -838,7 +840,9 @@ def check_watched(watcher: EventWatcher, mode: str, measurement: Measurement) ->
     print(f"    live events received: {received:,} (expected {expected:,})")
     if received != expected:
         raise BenchmarkError(
-            f"The watcher received {received:,} live events instead of {expected:,}."
+            f"Live events missing or extra: the watcher received {received:,} "
+            f"instead of {expected:,}. Check that nothing else publishes under "
+            "the channel prefix on this Redis."
         )
 
 

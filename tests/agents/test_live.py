@@ -636,9 +636,7 @@ def no_pattern_subscriptions(settings):
         client.close()
 
 
-def test_publisher_names_channels_with_a_subscriber(
-    subscriber, no_pattern_subscriptions
-):
+def test_publisher_finds_subscribed_channels(subscriber, no_pattern_subscriptions):
     watched = live.execution_channel(UNUSED_ID)
     unwatched = live.customer_channel(UNUSED_ID)
     subscriber(watched)
@@ -648,7 +646,7 @@ def test_publisher_names_channels_with_a_subscriber(
 
 
 def test_pattern_subscription_gets_every_event(settings):
-    """NUMSUB does not count pattern subscribers, so any pattern means send all."""
+    """NUMSUB does not count pattern subscribers, so any pattern gets every event sent."""
     client = redis.Redis.from_url(settings.REDIS_URL)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     pubsub.psubscribe(f"{live.channel_prefix()}:*")

@@ -141,7 +141,7 @@ def test_forked_child_starts_empty():
     assert [batch[0] for batch in redis_publisher.batches] == [6]
 
 
-def test_only_channels_with_a_subscriber_get_events(settings):
+def test_only_subscribed_channels_get_events(settings):
     settings.AGENTMARGIN_LIVE_CHANNEL_PREFIX = "am"
     redis_publisher = RecordingPublisher(
         subscribed={"am:execution:5", "am:customer:10"}
@@ -182,7 +182,7 @@ def test_no_subscribers_sends_nothing_flush_returns():
     assert redis_publisher.lost == 0
 
 
-def test_queued_update_leaves_the_garbage_collector():
+def test_queued_update_untracked_by_gc():
     """A queued update is a tuple of plain values that the collector stops tracking."""
     background = live.BackgroundPublisher(RecordingPublisher(), batch_seconds=5)
     background.submit_update(5, 9, update("msg_1", 1))
@@ -199,7 +199,7 @@ def wait_for(condition, timeout=5.0):
         time.sleep(0.01)
 
 
-def test_unwatched_batches_wait_longer_but_flush_does_not():
+def test_idle_batches_wait_but_flush_does_not():
     redis_publisher = RecordingPublisher(subscribed=set())
     background = live.BackgroundPublisher(
         redis_publisher, batch_seconds=0.01, idle_batch_seconds=1.0
@@ -208,7 +208,7 @@ def test_unwatched_batches_wait_longer_but_flush_does_not():
     wait_for(lambda: len(redis_publisher.requests) == 1)
     background.submit_update(5, 9, update("msg_1", 2))
     time.sleep(0.3)
-    # The batch after one that reached nobody waits the idle interval.
+    # The batch after one that reached no subscriber waits the idle interval.
     assert len(redis_publisher.requests) == 1
     started = time.monotonic()
     assert background.flush(timeout=5)

@@ -98,7 +98,7 @@ def test_command_prices_execution_after_price_added():
     assert "Executions updated: 1" in output.getvalue()
 
 
-def test_refreshed_totals_have_no_difference_while_unpriced():
+def test_refreshed_unpriced_totals_have_no_difference():
     execution = unpriced_execution(reported_cost_usd=Decimal("0.09"))
 
     execution_refresh_totals(execution)
