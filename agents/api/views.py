@@ -227,13 +227,31 @@ class EventStreamRenderer(BaseRenderer):
         return f"event: error\ndata: {json.dumps(data)}\n\n".encode()
 
 
+# One server-sent event. Before OpenAPI 3.2, the schema of an event-stream
+# response describes each event of the stream, as a client parses it.
+EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "event": {
+            "type": "string",
+            "enum": ["api_message", "execution_finished", "error"],
+        },
+        "data": {
+            "type": "string",
+            "description": "The event as a JSON object, with its `type`.",
+        },
+    },
+    "required": ["event", "data"],
+}
+
+
 class ExecutionEventsView(CustomerApiView, GenericAPIView):
     renderer_classes = [JSONRenderer, EventStreamRenderer]
 
     @extend_schema(
         responses={
             (200, "text/event-stream"): OpenApiResponse(
-                OpenApiTypes.STR,
+                EVENT_SCHEMA,
                 description=(
                     "Server-sent events: `api_message` for each stored and then "
                     "each live message update, `execution_finished` with the "

@@ -112,6 +112,21 @@ def test_api_conforms_to_schema(case, tenant):
     )
 
 
+def test_event_stream_conforms_to_schema(tenant):
+    """Each event of a finished execution's stream matches the documented event."""
+    execution = Execution.objects.filter(
+        customer__slug="schemathesis", status=Execution.Status.SUCCEEDED
+    ).get()
+    operation = schema["/api/v1/executions/{execution_id}/events"]["GET"]
+    case = operation.Case(path_parameters={"execution_id": execution.pk})
+    response = case.call_and_validate(
+        headers={"Authorization": f"Bearer {tenant}"},
+        checks=[not_a_server_error, response_schema_conformance],
+    )
+    assert response.status_code == 200
+    assert "event: execution_finished" in response.text
+
+
 @pytest.fixture
 def staff_token(tenant, django_user_model):
     """A staff user's DRF token, with an alert and finished executions to report."""
