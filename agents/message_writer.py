@@ -1,11 +1,24 @@
 """PostgreSQL statements that store one API message row, with the totals when due.
 
 `StreamRecorder` writes each API message twice (when the response starts and
-when its final output count arrives), and each write must be committed
-before the recorder goes on. On PostgreSQL each write is a single
-statement. Outside a transaction the statement commits on its own, in one
-round trip with no BEGIN or COMMIT. Inside a caller's transaction
-`StreamRecorder` runs it in a savepoint.
+when its final output count arrives). On PostgreSQL each write is a single
+statement. Outside a transaction the statement commits on its own, with no
+BEGIN or COMMIT. Inside a caller's transaction `StreamRecorder` runs it in a
+savepoint, and the writer waits for each result.
+
+Outside a transaction the writer pipelines its statements (libpq's pipeline
+mode): it sends each one with a Sync of its own, so each still commits on
+its own and durably, and goes on without waiting for the result. `sync()`
+waits for every result in flight and raises the first error. The recorder
+calls it whenever it has nothing else to do, when PIPELINE_DEPTH statements
+are in flight, and at the end of a run, and sends its updates only then, so
+that nobody is told of a write before it has committed. Waiting for each
+commit in turn instead wakes the worker and the server once per statement,
+and on the 2-CPU development machine that cost more CPU than the writes
+themselves. While statements are in flight a Django execute wrapper on the
+connection waits for them before any other query. Set
+`AGENTMARGIN_RECORDER_PIPELINE` to False to wait for every statement, for
+a proxy in front of PostgreSQL that does not support pipelining.
 
 The statements go to libpq through psycopg's `PGconn` of Django's
 connection, as named prepared statements with parameters bound on the
@@ -18,14 +31,19 @@ mode to support them (PgBouncer does from 1.21, with
 `AGENTMARGIN_RECORDER_PREPARED_STATEMENTS` to False and each statement is
 parsed at every run.
 
-Data-modifying WITH clauses run in the statement's transaction, so a message
-row and the execution's totals written together commit or fail as one.
+An UPDATE finds its row by execution and message id, so it can be sent
+before the INSERT of the same row has returned. Data-modifying WITH clauses
+run in the statement's transaction, so a message row and the execution's
+totals written together commit or fail as one.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import logging
+import select
 import weakref
 
 import psycopg
@@ -34,6 +52,8 @@ from psycopg import pq
 from psycopg.adapt import PyFormat, Transformer
 
 from agents.models import TOKEN_COUNT_FIELDS, ApiMessage, Execution
+
+logger = logging.getLogger(__name__)
 
 # Parameters of an INSERT, in this order.
 INSERT_FIELDS = (
@@ -55,13 +75,16 @@ INSERT_FIELDS = (
     "estimated",
 )
 
-# Parameters of an UPDATE, in this order, followed by the row's id. The
+# Parameters of an UPDATE, in this order, followed by ROW_KEY_FIELDS. The
 # execution, message id, sequence, agent and arrival time never change.
 UPDATE_FIELDS = INSERT_FIELDS[INSERT_FIELDS.index("updated_at") :]
 
+# The fields that find a row to update, unique together.
+ROW_KEY_FIELDS = ("execution_id", "message_id")
+
 # Parameters of the UPDATE sent when only a response's output count and
 # what follows from it changed since the row's last write (its final
-# message_delta, usually), in this order, followed by the row's id.
+# message_delta, usually), in this order, followed by ROW_KEY_FIELDS.
 OUTPUT_UPDATE_FIELDS = (
     "updated_at",
     "output_tokens",
@@ -77,6 +100,8 @@ _KEPT_POSITIONS = tuple(
     if name not in OUTPUT_UPDATE_FIELDS
 )
 _OUTPUT_POSITIONS = tuple(UPDATE_FIELDS.index(name) for name in OUTPUT_UPDATE_FIELDS)
+# Where ROW_KEY_FIELDS start in the parameters of an UPDATE.
+_KEY_START = len(UPDATE_FIELDS)
 
 # The execution's running totals, in this order, followed by its id, with the
 # difference from the CLI's reported cost once the result has reported one.
@@ -93,6 +118,9 @@ TOTALS_WITH_DIFFERENCE_FIELDS = (*TOTALS_FIELDS, "cost_difference_usd")
 # names that psycopg 3.3 gives the statements it prepares itself.
 STATEMENT_PREFIX = "agentmargin_recorder_"
 
+# Statements a pipelining writer sends before it waits for their results.
+PIPELINE_DEPTH = 64
+
 # Statement names prepared on each psycopg connection.
 _prepared_on: weakref.WeakKeyDictionary[psycopg.Connection, set[bytes]] = (
     weakref.WeakKeyDictionary()
@@ -101,6 +129,10 @@ _prepared_on: weakref.WeakKeyDictionary[psycopg.Connection, set[bytes]] = (
 
 def prepared_statements_enabled() -> bool:
     return getattr(settings, "AGENTMARGIN_RECORDER_PREPARED_STATEMENTS", True)
+
+
+def pipelining_enabled() -> bool:
+    return getattr(settings, "AGENTMARGIN_RECORDER_PIPELINE", True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,51 +152,63 @@ class MessageWriter:
     set. Errors are raised as Django's database exceptions, as the ORM
     raises them.
 
+    With `pipeline` on and no transaction open on the connection, a write
+    is sent and left in flight (see the module docstring): `pending` counts
+    the statements whose results have not been read, and `sync()` reads
+    them. Inside a transaction, or with `pipeline` off, each write waits for
+    its result.
+
     NOTE: Django does not see these statements, so they are missing from
     `connection.queries` and its SQL logging, and execute_wrapper() hooks
     do not run for them.
     """
 
-    def __init__(self, connection, *, prepare: bool):
+    def __init__(self, connection, *, prepare: bool, pipeline: bool = False):
         self.connection = connection
         self.prepare = prepare
+        self.pipeline = pipeline
         self._psycopg_connection: psycopg.Connection | None = None
         self._transformer: Transformer | None = None
         self._prepared: set[bytes] = set()
+        # Statements sent and not yet answered, oldest first, with their
+        # dumped parameters.
+        self._in_flight: collections.deque[tuple[Statement, list]] = collections.deque()
 
-    def insert(
-        self, values: list, *, execution_id: int, totals: dict | None = None
-    ) -> int:
-        """Insert a message row from INSERT_FIELDS values and return its id.
+    @property
+    def pending(self) -> int:
+        """Return how many statements are in flight."""
+        return len(self._in_flight)
+
+    def insert(self, values: list, *, execution_id: int, totals: dict | None = None):
+        """Insert a message row from INSERT_FIELDS values.
 
         `totals`, when given, sets the execution's TOTALS_FIELDS, and its
         `cost_difference_usd` when it has one, in the same statement.
         """
         if totals is None:
-            result = self._execute(insert_statement(), values)
+            self._write(insert_statement(), values)
         else:
             names = _totals_names(totals)
-            result = self._execute(
+            self._write(
                 insert_with_totals_statement(names),
                 [*values, *(totals[name] for name in names), execution_id],
             )
-        return int(result.get_value(0, 0))
 
     def update(
         self, values: list, *, execution_id: int, totals: dict | None = None
     ) -> None:
-        """Update a message row from UPDATE_FIELDS values followed by its id."""
+        """Update a message row from UPDATE_FIELDS values followed by ROW_KEY_FIELDS."""
         if totals is None:
-            self._execute(update_statement(), values)
+            self._write(update_statement(), values)
         else:
             names = _totals_names(totals)
-            self._execute(
+            self._write(
                 update_with_totals_statement(names),
                 [*values, *(totals[name] for name in names), execution_id],
             )
 
     def update_output(self, values: list, previous: list) -> bool:
-        """Store UPDATE_FIELDS `values` followed by the row's id, sending only what changed.
+        """Store UPDATE_FIELDS `values` and ROW_KEY_FIELDS, sending only what changed.
 
         `previous` contains the UPDATE_FIELDS values of the row's last write.
         When they differ from `values` only in OUTPUT_UPDATE_FIELDS, the
@@ -175,11 +219,50 @@ class MessageWriter:
             if values[index] != previous[index]:
                 return False
         params = [values[index] for index in _OUTPUT_POSITIONS]
-        params.append(values[-1])
-        self._execute(output_update_statement(), params)
+        params.extend(values[_KEY_START:])
+        self._write(output_update_statement(), params)
         return True
 
+    def sync(self) -> None:
+        """Wait for the result of every statement in flight; raise the first error.
+
+        Every statement is answered before this returns, also when one
+        failed: each ran in its own transaction, so the others committed.
+        A statement that failed because its prepared statement had gone (a
+        DISCARD ALL, a pooler that moved the session) is prepared and run
+        again.
+        """
+        raw = self._psycopg_connection
+        if raw is None:
+            return
+        if raw is not self.connection.connection:
+            self._forget_closed_connection()
+            return
+        if not self._in_flight and raw.pgconn.pipeline_status == pq.PipelineStatus.OFF:
+            return
+        try:
+            failed = self._read_results(raw)
+            again = [item for item, result in failed if _no_such_statement(result)]
+            if again:
+                self._prepared.clear()
+                for statement, values in again:
+                    _check(raw, self._execute_prepared(raw, statement, values))
+            for _, result in failed:
+                if not _no_such_statement(result):
+                    _check(raw, result)
+        except Exception:
+            with self.connection.wrap_database_errors:
+                raise
+
+    def _write(self, statement: Statement, params: list) -> None:
+        if self.pipeline and not self.connection.in_atomic_block:
+            self._send(statement, params)
+        else:
+            self._execute(statement, params)
+
     def _execute(self, statement: Statement, params: list):
+        if self._in_flight:
+            self.sync()
         try:
             raw = self._get_connection()
             values = self._transformer.dump_sequence(params, _text_formats(len(params)))
@@ -194,6 +277,110 @@ class MessageWriter:
                 raise
         return result
 
+    def _send(self, statement: Statement, params: list) -> None:
+        try:
+            raw = self._get_connection()
+            pgconn = raw.pgconn
+            values = self._transformer.dump_sequence(params, _text_formats(len(params)))
+            if self.prepare and statement.name not in self._prepared:
+                # A statement is prepared outside the pipeline, once per
+                # connection, so its failure is raised here.
+                self.sync()
+                _check(raw, pgconn.prepare(statement.name, statement.sql))
+                self._prepared.add(statement.name)
+            if pgconn.pipeline_status == pq.PipelineStatus.OFF:
+                pgconn.enter_pipeline_mode()
+            wrappers = self.connection.execute_wrappers
+            if not self._in_flight and self._wait_before_query not in wrappers:
+                wrappers.append(self._wait_before_query)
+            if self.prepare:
+                pgconn.send_query_prepared(statement.name, values)
+            else:
+                pgconn.send_query_params(statement.sql, values)
+            # Ends the statement's transaction, and sends what is buffered.
+            pgconn.pipeline_sync()
+        except Exception:
+            with self.connection.wrap_database_errors:
+                raise
+        self._in_flight.append((statement, values))
+
+    def _read_results(self, raw: psycopg.Connection) -> list:
+        """Read results until the pipeline is empty, then leave pipeline mode.
+
+        Return the statements that failed, each with its result. The count
+        of statements in flight is checked against libpq's own: an
+        exception raised between a send and its count (a signal turned into
+        SystemExit) leaves libpq with more than counted, and libpq refuses
+        to leave pipeline mode until those are read too.
+        """
+        pgconn = raw.pgconn
+        in_flight = self._in_flight
+        failed = []
+        empty_reads = 0
+        try:
+            while True:
+                if not in_flight or empty_reads > 1:
+                    try:
+                        pgconn.exit_pipeline_mode()
+                        break
+                    except psycopg.OperationalError:
+                        if empty_reads > 1:
+                            raise
+                if pgconn.status == pq.ConnStatus.BAD:
+                    raise psycopg.OperationalError(
+                        "the connection was lost with "
+                        f"{len(in_flight)} statement(s) in flight: "
+                        f"{pgconn.get_error_message().strip()}"
+                    )
+                if pgconn.is_busy():
+                    _wait_for_input(pgconn)
+                    continue
+                result = pgconn.get_result()
+                if result is None:
+                    # One statement's results end with None; two in a row
+                    # mean that libpq has nothing more to read.
+                    empty_reads += 1
+                    continue
+                empty_reads = 0
+                status = result.status
+                if status == pq.ExecStatus.PIPELINE_SYNC:
+                    if in_flight:
+                        in_flight.popleft()
+                elif status in _FAILED_STATUSES and in_flight:
+                    failed.append((in_flight[0], result))
+        finally:
+            if pgconn.pipeline_status == pq.PipelineStatus.OFF or (
+                pgconn.status == pq.ConnStatus.BAD
+            ):
+                in_flight.clear()
+                self._remove_wait_before_query()
+        return failed
+
+    def _forget_closed_connection(self) -> None:
+        """Drop what was in flight on a connection that Django has closed or replaced."""
+        if self._in_flight:
+            # The connection had sent them, and the server runs what it has
+            # received before it sees the connection end, but their results
+            # are lost.
+            logger.warning(
+                "%d recorder statement(s) in flight when the database "
+                "connection closed; their results were not read",
+                len(self._in_flight),
+            )
+            self._in_flight.clear()
+        self._remove_wait_before_query()
+        self._psycopg_connection = None
+
+    def _wait_before_query(self, execute, sql, params, many, context):
+        """Django execute wrapper: any other query waits for the statements in flight."""
+        self.sync()
+        return execute(sql, params, many, context)
+
+    def _remove_wait_before_query(self) -> None:
+        wrappers = self.connection.execute_wrappers
+        while self._wait_before_query in wrappers:
+            wrappers.remove(self._wait_before_query)
+
     def _execute_prepared(self, raw: psycopg.Connection, statement: Statement, values):
         pgconn = raw.pgconn
         prepared = self._prepared
@@ -202,8 +389,7 @@ class MessageWriter:
             prepared.add(statement.name)
         result = pgconn.exec_prepared(statement.name, values)
         if (
-            result.status == pq.ExecStatus.FATAL_ERROR
-            and result.error_field(pq.DiagnosticField.SQLSTATE) == _NO_SUCH_STATEMENT
+            _no_such_statement(result)
             and pgconn.transaction_status == pq.TransactionStatus.IDLE
         ):
             # Something dropped the connection's prepared statements (a
@@ -222,10 +408,25 @@ class MessageWriter:
             self.connection.ensure_connection()
             raw = self.connection.connection
         if raw is not self._psycopg_connection:
+            self._forget_closed_connection()
             self._transformer = Transformer(raw)
             self._prepared = _prepared_on.setdefault(raw, set())
             self._psycopg_connection = raw
         return raw
+
+
+def _wait_for_input(pgconn) -> None:
+    """Wait until the server has sent something, then read it into libpq.
+
+    libpq's own wait in PQgetResult holds the GIL in psycopg's binary
+    build, which would stop every other thread of the worker (the SDK's
+    stream, the heartbeat, the live-update publisher) while a statement
+    waits, for a lock for instance. poll() releases it.
+    """
+    poller = select.poll()
+    poller.register(pgconn.socket, select.POLLIN)
+    poller.poll()
+    pgconn.consume_input()
 
 
 @functools.cache
@@ -239,9 +440,22 @@ def _check(raw: psycopg.Connection, result) -> None:
         raise psycopg.errors.error_from_result(result, encoding=raw.info.encoding)
 
 
-_FAILED_STATUSES = frozenset({pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.BAD_RESPONSE})
+_FAILED_STATUSES = frozenset(
+    {
+        pq.ExecStatus.FATAL_ERROR,
+        pq.ExecStatus.BAD_RESPONSE,
+        pq.ExecStatus.PIPELINE_ABORTED,
+    }
+)
 # SQLSTATE invalid_sql_statement_name: no prepared statement of that name.
 _NO_SUCH_STATEMENT = b"26000"
+
+
+def _no_such_statement(result) -> bool:
+    return (
+        result.status == pq.ExecStatus.FATAL_ERROR
+        and result.error_field(pq.DiagnosticField.SQLSTATE) == _NO_SUCH_STATEMENT
+    )
 
 
 def insert_values(execution_id: int, state, updated_at) -> list:
@@ -290,16 +504,17 @@ def _assignments(model, names: tuple[str, ...]) -> str:
 def _insert_clause() -> str:
     columns = ", ".join(_column(ApiMessage, name) for name in INSERT_FIELDS)
     values = ", ".join(["%s"] * len(INSERT_FIELDS))
-    return (
-        f"INSERT INTO {_table(ApiMessage)} ({columns}) VALUES ({values}) "
-        f"RETURNING {_column(ApiMessage, 'id')}"
-    )
+    return f"INSERT INTO {_table(ApiMessage)} ({columns}) VALUES ({values})"
+
+
+def _row_key_clause() -> str:
+    return " AND ".join(f"{_column(ApiMessage, name)} = %s" for name in ROW_KEY_FIELDS)
 
 
 def _update_clause() -> str:
     return (
         f"UPDATE {_table(ApiMessage)} SET {_assignments(ApiMessage, UPDATE_FIELDS)} "
-        f"WHERE {_column(ApiMessage, 'id')} = %s"
+        f"WHERE {_row_key_clause()}"
     )
 
 
@@ -327,7 +542,7 @@ def _numbered(name: str, statement: str) -> Statement:
 
 @functools.cache
 def insert_statement() -> Statement:
-    """Return the INSERT of a message row, which returns the row's id."""
+    """Return the INSERT of a message row."""
     return _numbered("insert", _insert_clause())
 
 
@@ -344,7 +559,7 @@ def output_update_statement() -> Statement:
         "update_output",
         f"UPDATE {_table(ApiMessage)} SET "
         f"{_assignments(ApiMessage, OUTPUT_UPDATE_FIELDS)} "
-        f"WHERE {_column(ApiMessage, 'id')} = %s",
+        f"WHERE {_row_key_clause()}",
     )
 
 
@@ -353,9 +568,7 @@ def insert_with_totals_statement(totals_names: tuple[str, ...]) -> Statement:
     """Return an INSERT of a message row that also sets the execution's totals."""
     return _numbered(
         f"insert_totals_{len(totals_names)}",
-        f"WITH message AS ({_insert_clause()}), "
-        f"execution AS ({_totals_clause(totals_names)}) "
-        f"SELECT {_column(ApiMessage, 'id')} FROM message",
+        f"WITH message AS ({_insert_clause()}) {_totals_clause(totals_names)}",
     )
 
 

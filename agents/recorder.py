@@ -3,7 +3,10 @@
 One `StreamRecorder` belongs to one execution and receives its messages
 in order. Each API response (one message id) becomes one `ApiMessage` row,
 written as soon as the response starts and updated when its final output
-count arrives, each write committed before the recorder goes on. A crash
+count arrives. Each write is sent at once and commits on its own; the
+recorder reads the results when it has nothing else to do
+(`settle()`), and only then tells listeners and receivers of
+`api_message_recorded` about those writes (agents.message_writer). A crash
 therefore loses at most the response in flight. The execution's running
 totals are kept in memory and written with a message at most once a second
 and at the end; after a crash the sweeper sums them from the rows.
@@ -35,13 +38,15 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from claude_agent_sdk import AssistantMessage, ResultMessage, StreamEvent, SystemMessage
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from agents.message_writer import (
+    PIPELINE_DEPTH,
     UPDATE_FIELDS,
     MessageWriter,
     insert_values,
+    pipelining_enabled,
     prepared_statements_enabled,
     update_values,
 )
@@ -80,7 +85,8 @@ class MessageState:
     parent_tool_use_id: str
     usage: TokenUsage
     arrived_at: datetime
-    pk: int | None = None
+    # Whether the row exists, or its INSERT has been sent.
+    stored: bool = False
     # UPDATE_FIELDS values of the row's last write by this recorder.
     written: list | None = None
     output_final: bool = False
@@ -191,8 +197,11 @@ def is_usage_message(message: object) -> bool:
 class StreamRecorder:
     """Record one execution's SDK messages, committing as it goes.
 
-    `listener`, when given, is called after each commit with a
-    `MessageUpdate`; `run_agent` prints from it.
+    `listener`, when given, is called with a `MessageUpdate` for each write
+    once it has committed; `run_agent` prints from it. Outside a
+    transaction on PostgreSQL, that is at the next `settle()`: the caller
+    calls it whenever it has no message to hand over, and `handle()` calls
+    it when PIPELINE_DEPTH writes are in flight.
     """
 
     def __init__(
@@ -217,6 +226,8 @@ class StreamRecorder:
         self.interrupt_requested = False
         self._totals_written_at = -math.inf
         self._writer: MessageWriter | None = None
+        # Updates whose writes are in flight, oldest first.
+        self._unsent: list[MessageUpdate] = []
         # Text of the last API error the CLI reported, for the execution.
         self.api_error = ""
         self._load_existing_messages()
@@ -233,6 +244,28 @@ class StreamRecorder:
             self._handle_result(message)
         elif isinstance(message, SystemMessage) and message.subtype == "init":
             self._remember_session(message.data.get("session_id", ""))
+        writer = self._writer
+        if writer is not None and writer.pending >= PIPELINE_DEPTH:
+            self.settle()
+
+    def settle(self) -> None:
+        """Wait until every write sent so far has committed, then send its update.
+
+        Raise the database error of a write that failed; the updates still
+        waiting are then dropped, since the run cannot go on.
+        """
+        writer = self._writer
+        if writer is not None:
+            try:
+                writer.sync()
+            except Exception:
+                self._unsent = []
+                raise
+        if self._unsent:
+            unsent = self._unsent
+            self._unsent = []
+            for update in unsent:
+                self._notify(update)
 
     def start(self) -> None:
         """Mark the execution running."""
@@ -260,9 +293,22 @@ class StreamRecorder:
         budget, and the status is then `budget_exceeded` whatever the
         result says.
         """
-        for state in self.messages.values():
-            if not state.complete:
-                self._settle_incomplete(state)
+        try:
+            # The writes in flight first, so that a failure among them is
+            # reported as such.
+            self.settle()
+            for state in self.messages.values():
+                if not state.complete:
+                    self._settle_incomplete(state)
+            self.settle()
+        except DatabaseError as exc:
+            # The final status still has to be written.
+            logger.error(
+                "Execution %s: a recorded write failed: %s", self.execution.pk, exc
+            )
+            error = "\n".join(
+                filter(None, [str(error or ""), f"A write failed: {exc}"])
+            )
         execution = self.execution
         execution.status = self._final_status(
             error=error, interrupted=interrupted, budget_exceeded=budget_exceeded
@@ -352,7 +398,7 @@ class StreamRecorder:
             state.estimated = True
             self._price_and_store(state, previous=previous)
         else:
-            self._notify(self._snapshot(state))
+            self._notify_when_stored(self._snapshot(state))
 
     def _handle_assistant_message(self, message: AssistantMessage) -> None:
         if (
@@ -734,15 +780,14 @@ class StreamRecorder:
             if in_transaction:
                 transaction.on_commit(lambda: self._notify(update))
             else:
-                # The write has committed on its own.
-                self._notify(update)
+                self._notify_when_stored(update)
 
     def _store(self, state: MessageState) -> bool:
         """Write the row of `state`, with the execution's totals when they are due.
 
         Return whether the write happened inside a caller's transaction, and
-        so has not committed yet. Outside one, every write commits before it
-        returns. The totals go with a message write at most every
+        so has not committed yet. Outside one, every write commits on its
+        own, and may still be in flight when this returns. The totals go with a message write at most every
         TOTALS_INTERVAL_SECONDS, and always at the end of the run. They are
         sums of the committed rows, which the sweeper recomputes after a
         crash. Writing the execution's wide row with every message would
@@ -779,44 +824,51 @@ class StreamRecorder:
     ) -> None:
         writer = self._writer
         if writer is None or writer.connection is not connection:
+            if writer is not None:
+                writer.sync()
             writer = self._writer = MessageWriter(
-                connection, prepare=prepared_statements_enabled()
+                connection,
+                prepare=prepared_statements_enabled(),
+                pipeline=pipelining_enabled(),
             )
         execution_id = self.execution_id
         totals = self._copy_totals_to_execution() if with_totals else None
         # datetime.now(UTC) is timezone.now() with USE_TZ on, minus the
         # settings lookup.
-        if state.pk is None:
+        if not state.stored:
             values = insert_values(execution_id, state, datetime.now(UTC))
-            state.pk = writer.insert(values, execution_id=execution_id, totals=totals)
+            writer.insert(values, execution_id=execution_id, totals=totals)
+            state.stored = True
             state.written = values[len(values) - len(UPDATE_FIELDS) :]
             return
         values = update_values(state, datetime.now(UTC))
-        values.append(state.pk)
+        # The row's key, ROW_KEY_FIELDS.
+        values.append(execution_id)
+        values.append(state.message_id)
         if (
             totals is not None
             or state.written is None
             or not writer.update_output(values, state.written)
         ):
             writer.update(values, execution_id=execution_id, totals=totals)
-        values.pop()
+        del values[-2:]
         state.written = values
 
     def _write_message(self, state: MessageState) -> None:
         fields = self._message_fields(state)
-        if state.pk is None:
-            row = ApiMessage.objects.create(
+        if not state.stored:
+            ApiMessage.objects.create(
                 execution_id=self.execution.pk,
                 message_id=state.message_id,
                 sequence=state.sequence,
                 arrived_at=state.arrived_at,
                 **fields,
             )
-            state.pk = row.pk
+            state.stored = True
         else:
-            ApiMessage.objects.filter(pk=state.pk).update(
-                updated_at=self.clock(), **fields
-            )
+            ApiMessage.objects.filter(
+                execution_id=self.execution.pk, message_id=state.message_id
+            ).update(updated_at=self.clock(), **fields)
 
     @staticmethod
     def _message_fields(state: MessageState) -> dict[str, object]:
@@ -871,6 +923,14 @@ class StreamRecorder:
             complete=state.complete,
         )
 
+    def _notify_when_stored(self, update: MessageUpdate) -> None:
+        """Send `update` now, or after the writes in flight when there are any."""
+        writer = self._writer
+        if self._unsent or (writer is not None and writer.pending):
+            self._unsent.append(update)
+        else:
+            self._notify(update)
+
     def _notify(self, update: MessageUpdate) -> None:
         if self.listener is not None:
             self.listener(update)
@@ -899,7 +959,7 @@ class StreamRecorder:
                     inference_geo=row.inference_geo,
                 ),
                 arrived_at=row.arrived_at,
-                pk=row.pk,
+                stored=True,
                 output_final=row.output_final,
                 complete=row.output_final,
                 estimated=row.estimated,

@@ -350,9 +350,15 @@ class AgentStream:
             if stop is not None and stop.is_set():
                 return
             try:
-                item = self.queue.get(timeout=self.POLL_SECONDS)
+                item = self.queue.get_nowait()
             except queue.Empty:
-                continue
+                # Nothing to record: wait for the writes in flight, so that
+                # their updates go out before the stream goes quiet.
+                self.recorder.settle()
+                try:
+                    item = self.queue.get(timeout=self.POLL_SECONDS)
+                except queue.Empty:
+                    continue
             if item is _END:
                 self.ended = True
                 return

@@ -90,6 +90,9 @@ def record(execution, messages, *, finish=True):
         recorder.handle(message)
     if finish:
         recorder.finish()
+    else:
+        # As the runner does when the stream goes quiet.
+        recorder.settle()
     return recorder
 
 

@@ -1,5 +1,8 @@
 """The recorder's PostgreSQL writes: statements, prepared statements, commits."""
 
+import logging
+import threading
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -100,28 +103,205 @@ def test_statements_number_their_parameters():
     statement = message_writer.update_statement()
     sql = statement.sql.decode()
     assert "%s" not in sql
-    assert f"${len(UPDATE_FIELDS) + 1}" in sql
+    # UPDATE_FIELDS, then the row's execution and message id.
+    assert f"${len(UPDATE_FIELDS) + 2}" in sql
+    assert f"${len(UPDATE_FIELDS) + 3}" not in sql
     assert statement.name == b"agentmargin_recorder_update"
 
 
-def test_write_outside_transaction_commits_at_once(transactional_db):
-    execution = ExecutionFactory(requested_model=SONNET)
-    recorder = StreamRecorder(execution)
-    recorder.handle(response("msg_1", 80)[0])
+def other_session():
+    """Open a second connection to the test database, outside Django."""
     settings = connection.settings_dict
-    # Another session reads the row before the response ends.
-    with psycopg.connect(
+    return psycopg.connect(
         dbname=settings["NAME"],
         user=settings["USER"],
         host=settings["HOST"],
         port=settings["PORT"] or None,
-    ) as other:
-        rows = other.execute(
-            "SELECT output_tokens, output_final FROM agents_apimessage "
-            "WHERE execution_id = %s",
-            [execution.pk],
+        autocommit=True,
+    )
+
+
+def rows_seen_elsewhere(execution_id):
+    with other_session() as other:
+        return other.execute(
+            "SELECT message_id, output_tokens, output_final FROM agents_apimessage "
+            "WHERE execution_id = %s ORDER BY sequence",
+            [execution_id],
         ).fetchall()
-    assert rows == [(1, False)]
+
+
+def message_state(message_id, output=1, *, sequence=1):
+    return MessageState(
+        message_id=message_id,
+        sequence=sequence,
+        model=SONNET,
+        parent_tool_use_id="",
+        usage=TokenUsage(input_tokens=10, output_tokens=output),
+        arrived_at=datetime(2026, 1, 5, tzinfo=UTC),
+        cost_usd=Decimal("0.001"),
+    )
+
+
+def pipelined_writer():
+    return message_writer.MessageWriter(connection, prepare=True, pipeline=True)
+
+
+def insert(writer, execution_id, message_id, *, sequence=1):
+    values = insert_values(
+        execution_id,
+        message_state(message_id, sequence=sequence),
+        datetime.now(UTC),
+    )
+    writer.insert(values, execution_id=execution_id)
+
+
+def test_write_outside_transaction_commits_before_settle_returns(transactional_db):
+    execution = ExecutionFactory(requested_model=SONNET)
+    recorder = StreamRecorder(execution)
+    recorder.handle(response("msg_1", 80)[0])
+    recorder.settle()
+    # Another session reads the row before the response ends.
+    assert rows_seen_elsewhere(execution.pk) == [("msg_1", 1, False)]
+
+
+def test_pipelined_write_is_in_flight_until_sync(transactional_db):
+    execution = ExecutionFactory(requested_model=SONNET)
+    writer = pipelined_writer()
+    insert(writer, execution.pk, "msg_1")
+    assert writer.pending == 1
+    writer.sync()
+    assert writer.pending == 0
+    assert connection.connection.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+    assert rows_seen_elsewhere(execution.pk) == [("msg_1", 1, False)]
+
+
+def test_write_waits_for_its_result_inside_transaction(transactional_db):
+    from django.db import transaction
+
+    execution = ExecutionFactory(requested_model=SONNET)
+    writer = pipelined_writer()
+    with transaction.atomic():
+        insert(writer, execution.pk, "msg_1")
+        assert writer.pending == 0
+        assert ApiMessage.objects.filter(message_id="msg_1").exists()
+
+
+def test_updates_go_out_after_their_writes_commit(transactional_db):
+    execution = ExecutionFactory(requested_model=SONNET)
+    seen = []
+
+    def listener(update):
+        # Whatever an update says is already visible to other sessions.
+        seen.append((update.message.message_id, rows_seen_elsewhere(execution.pk)))
+
+    recorder = StreamRecorder(execution, listener=listener)
+    for message in response("msg_1", 80):
+        recorder.handle(message)
+    assert seen == []
+    recorder.settle()
+    # One update when the response started, one when it stopped.
+    assert seen == [
+        ("msg_1", [("msg_1", 80, True)]),
+        ("msg_1", [("msg_1", 80, True)]),
+    ]
+
+
+def test_handle_settles_when_the_pipeline_is_full(transactional_db):
+    execution = ExecutionFactory(requested_model=SONNET)
+    updates = []
+    recorder = StreamRecorder(execution, listener=updates.append)
+    # Two writes per response.
+    responses = message_writer.PIPELINE_DEPTH // 2 + 1
+    for number in range(1, responses + 1):
+        for message in response(f"msg_{number}", number):
+            recorder.handle(message)
+    assert updates, "no update went out while the writes piled up"
+    stored = ApiMessage.objects.filter(execution=execution).count()
+    assert stored == responses
+    recorder.finish()
+    assert len(updates) == 2 * responses
+    assert [u.message.message_id for u in updates[::2]] == [
+        f"msg_{number}" for number in range(1, responses + 1)
+    ]
+
+
+def test_query_on_the_connection_waits_for_writes_in_flight(transactional_db):
+    execution = ExecutionFactory(requested_model=SONNET)
+    writer = pipelined_writer()
+    insert(writer, execution.pk, "msg_1")
+    assert len(connection.execute_wrappers) == 1
+    # An ORM query on the same connection sees the row, and ends the pipeline.
+    assert ApiMessage.objects.get(message_id="msg_1").output_tokens == 1
+    assert writer.pending == 0
+    assert connection.execute_wrappers == []
+
+
+def test_failed_write_raised_at_sync_and_later_writes_kept(transactional_db):
+    execution = ExecutionFactory(requested_model=SONNET)
+    writer = pipelined_writer()
+    insert(writer, execution.pk, "msg_1", sequence=1)
+    insert(writer, execution.pk, "msg_1", sequence=2)  # the same message id again
+    insert(writer, execution.pk, "msg_2", sequence=3)
+    with pytest.raises(IntegrityError, match="unique"):
+        writer.sync()
+    # Each statement committed on its own: only the duplicate is missing.
+    assert [row[0] for row in rows_seen_elsewhere(execution.pk)] == ["msg_1", "msg_2"]
+    assert writer.pending == 0
+    assert connection.execute_wrappers == []
+    insert(writer, execution.pk, "msg_3", sequence=4)
+    writer.sync()
+    assert ApiMessage.objects.filter(execution=execution).count() == 3
+
+
+def test_sync_reads_statements_it_did_not_count(transactional_db):
+    """A SystemExit between a send and its count must not leave the pipeline open."""
+    execution = ExecutionFactory(requested_model=SONNET)
+    writer = pipelined_writer()
+    insert(writer, execution.pk, "msg_1")
+    # A statement libpq sent that the writer never counted.
+    pgconn = connection.connection.pgconn
+    pgconn.send_query_params(b"SELECT 1", None)
+    pgconn.pipeline_sync()
+    writer.sync()
+    assert pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+    assert ApiMessage.objects.get(message_id="msg_1").sequence == 1
+
+
+def test_connection_lost_with_writes_in_flight(transactional_db):
+    from django.db import OperationalError
+
+    execution = ExecutionFactory(requested_model=SONNET)
+    writer = pipelined_writer()
+    insert(writer, execution.pk, "msg_1")
+    writer.sync()
+    backend_pid = connection.connection.info.backend_pid
+    with other_session() as other:
+        # Hold the execution's row, so the next INSERT waits for its lock,
+        # then end the backend while it waits.
+        other.execute("BEGIN")
+        other.execute(
+            "SELECT id FROM agents_execution WHERE id = %s FOR UPDATE", [execution.pk]
+        )
+        insert(writer, execution.pk, "msg_2", sequence=2)
+        with other_session() as admin:
+            for _ in range(100):
+                waiting = admin.execute(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                    [backend_pid],
+                ).fetchone()
+                if waiting == ("Lock",):
+                    break
+                time.sleep(0.05)
+            admin.execute("SELECT pg_terminate_backend(%s)", [backend_pid])
+        other.execute("ROLLBACK")
+    with pytest.raises(OperationalError):
+        writer.sync()
+    assert writer.pending == 0
+    assert connection.execute_wrappers == []
+    connection.close()
+    insert(writer, execution.pk, "msg_3", sequence=3)
+    writer.sync()
+    assert [row[0] for row in rows_seen_elsewhere(execution.pk)] == ["msg_1", "msg_3"]
 
 
 def test_statements_prepared_once_per_connection(transactional_db):
@@ -153,19 +333,33 @@ def test_statements_prepared_again_after_deallocate(transactional_db):
     execution.refresh_from_db()
     assert execution.api_message_count == 2
     assert execution.output_tokens == 170
+    assert rows_seen_elsewhere(execution.pk) == [
+        ("msg_1", 80, True),
+        ("msg_2", 90, True),
+    ]
 
 
-def test_recording_survives_reconnect(transactional_db):
+def test_recording_survives_reconnect(transactional_db, caplog):
     execution = ExecutionFactory(requested_model=SONNET)
     recorder = StreamRecorder(execution)
     for message in response("msg_1", 80):
         recorder.handle(message)
-    connection.close()
-    for message in response("msg_2", 90):
-        recorder.handle(message)
-    recorder.finish()
+    # The final write of msg_1 is in flight when the connection closes.
+    with caplog.at_level(logging.WARNING, logger="agents.message_writer"):
+        connection.close()
+        for message in response("msg_2", 90):
+            recorder.handle(message)
+        recorder.finish()
+    assert "1 recorder statement(s) in flight when the database connection closed" in (
+        caplog.text
+    )
     execution.refresh_from_db()
     assert execution.output_tokens == 170
+    # The server ran what it had received before the connection ended.
+    assert rows_seen_elsewhere(execution.pk) == [
+        ("msg_1", 80, True),
+        ("msg_2", 90, True),
+    ]
 
 
 def test_prepared_statements_can_be_disabled(transactional_db, settings):
@@ -182,7 +376,19 @@ def test_prepared_statements_can_be_disabled(transactional_db, settings):
     assert ApiMessage.objects.get(execution=execution).output_tokens == 80
 
 
-def test_database_error_raised_as_django_error(transactional_db):
+def test_database_error_raised_as_django_error_at_settle(transactional_db):
+    execution = ExecutionFactory(requested_model=SONNET)
+    recorder = StreamRecorder(execution)
+    Execution.objects.filter(pk=execution.pk).delete()
+    # The INSERT is in flight; its failure arrives when the recorder waits.
+    recorder.handle(response("msg_1", 80)[0])
+    with pytest.raises(IntegrityError):
+        recorder.settle()
+    assert not ApiMessage.objects.filter(message_id="msg_1").exists()
+
+
+def test_database_error_raised_by_handle_without_pipelining(transactional_db, settings):
+    settings.AGENTMARGIN_RECORDER_PIPELINE = False
     execution = ExecutionFactory(requested_model=SONNET)
     recorder = StreamRecorder(execution)
     Execution.objects.filter(pk=execution.pk).delete()
@@ -240,12 +446,71 @@ def test_full_update_after_model_change(transactional_db):
 def test_short_update_checks_kept_fields():
     writer = message_writer.MessageWriter(connection, prepare=True)
     sent = []
-    writer._execute = lambda statement, params: sent.append((statement.name, params))
+    writer._write = lambda statement, params: sent.append((statement.name, params))
     previous = list(range(len(UPDATE_FIELDS)))
     for index, name in enumerate(UPDATE_FIELDS):
-        changed = [*previous, 99]
+        # UPDATE_FIELDS values, then the row's key.
+        changed = [*previous, 42, "msg_1"]
         changed[index] = "changed"
         short = writer.update_output(changed, previous)
         assert short == (name in message_writer.OUTPUT_UPDATE_FIELDS), name
     assert len(sent) == len(message_writer.OUTPUT_UPDATE_FIELDS)
-    assert all(params[-1] == 99 for _, params in sent)
+    assert all(params[-2:] == [42, "msg_1"] for _, params in sent)
+
+
+def test_other_threads_run_while_sync_waits(transactional_db):
+    """The worker's other threads (the SDK stream, the heartbeat) must not stall."""
+    execution = ExecutionFactory(requested_model=SONNET)
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '3s'")
+    writer = pipelined_writer()
+    try:
+        with other_session() as other:
+            other.execute("BEGIN")
+            other.execute(
+                "SELECT id FROM agents_execution WHERE id = %s FOR UPDATE",
+                [execution.pk],
+            )
+            # The INSERT waits for the execution's row lock.
+            insert(writer, execution.pk, "msg_1")
+            # Only a thread that gets the GIL while sync() waits can end the
+            # lock; otherwise the lock timeout fails the INSERT.
+            release = threading.Timer(0.2, other.execute, ["ROLLBACK"])
+            started = time.monotonic()
+            release.start()
+            writer.sync()
+            waited = time.monotonic() - started
+            release.join()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = 0")
+    assert waited < 3
+    assert ApiMessage.objects.filter(message_id="msg_1").exists()
+
+
+def test_finish_closes_the_execution_when_a_write_in_flight_failed(transactional_db):
+    execution = ExecutionFactory(requested_model=SONNET)
+    recorder = StreamRecorder(execution)
+    recorder.start()
+    # Another session stores the same response first, so the recorder's
+    # INSERT fails after handle() has returned.
+    with other_session() as other:
+        other.execute(
+            "INSERT INTO agents_apimessage (execution_id, message_id, sequence, "
+            "parent_tool_use_id, arrived_at, updated_at, input_tokens, output_tokens, "
+            "cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, "
+            "web_search_requests, model, service_tier, speed, inference_geo, "
+            "price_source, price_version, output_final, estimated) "
+            "VALUES (%s, 'msg_1', 1, '', now(), now(), 0, 0, 0, 0, 0, 0, '', '', "
+            "'', '', '', '', false, false)",
+            [execution.pk],
+        )
+    updates = []
+    recorder.listener = updates.append
+    recorder.handle(response("msg_1", 80)[0])
+    finished = recorder.finish()
+    assert finished.status == Execution.Status.FAILED
+    assert "A write failed: duplicate key value" in finished.error
+    assert updates == []
+    finished.refresh_from_db()
+    assert finished.status == Execution.Status.FAILED
