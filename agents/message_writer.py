@@ -11,11 +11,11 @@ mode): it sends each one with a Sync of its own, so each still commits on
 its own and durably, and goes on without waiting for the result. `sync()`
 waits for every result in flight and raises the first error. The recorder
 calls it whenever it has nothing else to do, when PIPELINE_DEPTH statements
-are in flight, and at the end of a run, and sends its updates only then, so
-that nobody is told of a write before it has committed. Waiting for each
-commit in turn instead wakes the worker and the server once per statement,
-and on the 2-CPU development machine that cost more CPU than the writes
-themselves. While statements are in flight a Django execute wrapper on the
+are in flight, and at the end of a run. It sends its updates only then, so
+that listeners and signal receivers learn of a write only after it has
+committed. Waiting for each commit in turn instead wakes the worker and the
+server once per statement, and with 16 recording processes on the 2-CPU
+development machine that doubled the CPU per message (docs/benchmarks.md). While statements are in flight a Django execute wrapper on the
 connection waits for them before any other query. Set
 `AGENTMARGIN_RECORDER_PIPELINE` to False to wait for every statement, for
 a proxy in front of PostgreSQL that does not support pipelining.
@@ -100,7 +100,7 @@ _KEPT_POSITIONS = tuple(
     if name not in OUTPUT_UPDATE_FIELDS
 )
 _OUTPUT_POSITIONS = tuple(UPDATE_FIELDS.index(name) for name in OUTPUT_UPDATE_FIELDS)
-# Where ROW_KEY_FIELDS start in the parameters of an UPDATE.
+# Index of the first ROW_KEY_FIELDS value in an UPDATE's parameters.
 _KEY_START = len(UPDATE_FIELDS)
 
 # The execution's running totals, in this order, followed by its id, with the
@@ -170,8 +170,8 @@ class MessageWriter:
         self._psycopg_connection: psycopg.Connection | None = None
         self._transformer: Transformer | None = None
         self._prepared: set[bytes] = set()
-        # Statements sent and not yet answered, oldest first, with their
-        # dumped parameters.
+        # Statements sent whose results have not been read, oldest first,
+        # with their dumped parameters.
         self._in_flight: collections.deque[tuple[Statement, list]] = collections.deque()
 
     @property

@@ -3,13 +3,13 @@
 One `StreamRecorder` belongs to one execution and receives its messages
 in order. Each API response (one message id) becomes one `ApiMessage` row,
 written as soon as the response starts and updated when its final output
-count arrives. Each write is sent at once and commits on its own; the
-recorder reads the results when it has nothing else to do
-(`settle()`), and only then tells listeners and receivers of
-`api_message_recorded` about those writes (agents.message_writer). A crash
-therefore loses at most the response in flight. The execution's running
-totals are kept in memory and written with a message at most once a second
-and at the end; after a crash the sweeper sums them from the rows.
+count arrives. Each write is sent at once and commits on its own. The
+recorder reads the results when it has nothing else to do (`settle()`), and
+only then tells listeners and receivers of `api_message_recorded` about
+those writes (agents.message_writer). A crash therefore loses at most the
+response in flight. The execution's running totals are kept in memory and
+written with a message at most once a second and at the end; after a crash
+the sweeper sums them from the rows.
 
 What the stream carries (claude-agent-sdk 0.2.189, Claude Code CLI 2.1.332):
 

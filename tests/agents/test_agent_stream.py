@@ -22,7 +22,7 @@ def agent_stream(recorder):
     )
 
 
-def test_recorder_settles_only_when_no_message_waits():
+def test_settles_only_when_idle():
     recorder = SettleCounter()
     stream = agent_stream(recorder)
     stream.queue.put("first")

@@ -155,7 +155,7 @@ def insert(writer, execution_id, message_id, *, sequence=1):
     writer.insert(values, execution_id=execution_id)
 
 
-def test_write_outside_transaction_commits_before_settle_returns(transactional_db):
+def test_write_committed_by_settle(transactional_db):
     execution = ExecutionFactory(requested_model=SONNET)
     recorder = StreamRecorder(execution)
     recorder.handle(response("msg_1", 80)[0])
@@ -164,7 +164,7 @@ def test_write_outside_transaction_commits_before_settle_returns(transactional_d
     assert rows_seen_elsewhere(execution.pk) == [("msg_1", 1, False)]
 
 
-def test_pipelined_write_is_in_flight_until_sync(transactional_db):
+def test_write_in_flight_until_sync(transactional_db):
     execution = ExecutionFactory(requested_model=SONNET)
     writer = pipelined_writer()
     insert(writer, execution.pk, "msg_1")
@@ -175,7 +175,7 @@ def test_pipelined_write_is_in_flight_until_sync(transactional_db):
     assert rows_seen_elsewhere(execution.pk) == [("msg_1", 1, False)]
 
 
-def test_write_waits_for_its_result_inside_transaction(transactional_db):
+def test_write_in_transaction_waits(transactional_db):
     from django.db import transaction
 
     execution = ExecutionFactory(requested_model=SONNET)
@@ -186,12 +186,12 @@ def test_write_waits_for_its_result_inside_transaction(transactional_db):
         assert ApiMessage.objects.filter(message_id="msg_1").exists()
 
 
-def test_updates_go_out_after_their_writes_commit(transactional_db):
+def test_updates_sent_after_commit(transactional_db):
     execution = ExecutionFactory(requested_model=SONNET)
     seen = []
 
     def listener(update):
-        # Whatever an update says is already visible to other sessions.
+        # Each update describes rows that other sessions can already read.
         seen.append((update.message.message_id, rows_seen_elsewhere(execution.pk)))
 
     recorder = StreamRecorder(execution, listener=listener)
@@ -206,7 +206,7 @@ def test_updates_go_out_after_their_writes_commit(transactional_db):
     ]
 
 
-def test_handle_settles_when_the_pipeline_is_full(transactional_db):
+def test_handle_settles_full_pipeline(transactional_db):
     execution = ExecutionFactory(requested_model=SONNET)
     updates = []
     recorder = StreamRecorder(execution, listener=updates.append)
@@ -225,18 +225,18 @@ def test_handle_settles_when_the_pipeline_is_full(transactional_db):
     ]
 
 
-def test_query_on_the_connection_waits_for_writes_in_flight(transactional_db):
+def test_other_query_waits_for_writes(transactional_db):
     execution = ExecutionFactory(requested_model=SONNET)
     writer = pipelined_writer()
     insert(writer, execution.pk, "msg_1")
     assert len(connection.execute_wrappers) == 1
-    # An ORM query on the same connection sees the row, and ends the pipeline.
+    # An ORM query on the same connection reads the row and ends the pipeline.
     assert ApiMessage.objects.get(message_id="msg_1").output_tokens == 1
     assert writer.pending == 0
     assert connection.execute_wrappers == []
 
 
-def test_failed_write_raised_at_sync_and_later_writes_kept(transactional_db):
+def test_failed_write_raised_at_sync(transactional_db):
     execution = ExecutionFactory(requested_model=SONNET)
     writer = pipelined_writer()
     insert(writer, execution.pk, "msg_1", sequence=1)
@@ -253,7 +253,7 @@ def test_failed_write_raised_at_sync_and_later_writes_kept(transactional_db):
     assert ApiMessage.objects.filter(execution=execution).count() == 3
 
 
-def test_sync_reads_statements_it_did_not_count(transactional_db):
+def test_sync_reads_uncounted_statements(transactional_db):
     """A SystemExit between a send and its count must not leave the pipeline open."""
     execution = ExecutionFactory(requested_model=SONNET)
     writer = pipelined_writer()
@@ -267,7 +267,7 @@ def test_sync_reads_statements_it_did_not_count(transactional_db):
     assert ApiMessage.objects.get(message_id="msg_1").sequence == 1
 
 
-def test_connection_lost_with_writes_in_flight(transactional_db):
+def test_connection_lost_in_flight(transactional_db):
     from django.db import OperationalError
 
     execution = ExecutionFactory(requested_model=SONNET)
@@ -376,7 +376,7 @@ def test_prepared_statements_can_be_disabled(transactional_db, settings):
     assert ApiMessage.objects.get(execution=execution).output_tokens == 80
 
 
-def test_database_error_raised_as_django_error_at_settle(transactional_db):
+def test_database_error_raised_at_settle(transactional_db):
     execution = ExecutionFactory(requested_model=SONNET)
     recorder = StreamRecorder(execution)
     Execution.objects.filter(pk=execution.pk).delete()
@@ -387,7 +387,7 @@ def test_database_error_raised_as_django_error_at_settle(transactional_db):
     assert not ApiMessage.objects.filter(message_id="msg_1").exists()
 
 
-def test_database_error_raised_by_handle_without_pipelining(transactional_db, settings):
+def test_database_error_without_pipelining(transactional_db, settings):
     settings.AGENTMARGIN_RECORDER_PIPELINE = False
     execution = ExecutionFactory(requested_model=SONNET)
     recorder = StreamRecorder(execution)
@@ -458,7 +458,7 @@ def test_short_update_checks_kept_fields():
     assert all(params[-2:] == [42, "msg_1"] for _, params in sent)
 
 
-def test_other_threads_run_while_sync_waits(transactional_db):
+def test_sync_wait_releases_gil(transactional_db):
     """The worker's other threads (the SDK stream, the heartbeat) must not stall."""
     execution = ExecutionFactory(requested_model=SONNET)
     with connection.cursor() as cursor:
@@ -488,7 +488,7 @@ def test_other_threads_run_while_sync_waits(transactional_db):
     assert ApiMessage.objects.filter(message_id="msg_1").exists()
 
 
-def test_finish_closes_the_execution_when_a_write_in_flight_failed(transactional_db):
+def test_finish_after_failed_write(transactional_db):
     execution = ExecutionFactory(requested_model=SONNET)
     recorder = StreamRecorder(execution)
     recorder.start()
