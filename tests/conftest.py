@@ -19,6 +19,27 @@ def pytest_sessionstart(session):
         client.close()
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """Delete this run's task queue from the broker.
+
+    Tasks that tests enqueue with no worker running (alert deliveries, for
+    instance) would otherwise stay in Redis under a queue that no later run
+    reads.
+    """
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=2)
+    try:
+        # Kombu's Redis transport keeps a list per queue and priority, and
+        # the queue's bindings.
+        names = [queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"]
+        names += client.scan_iter(match=f"{queue}\x06\x16*")
+        client.delete(*names)
+    except redis.RedisError:
+        pass
+    finally:
+        client.close()
+
+
 @pytest.fixture(autouse=True)
 def agent_directories(settings, tmp_path):
     """Keep the CLI's working directory and state inside the test's temporary folder."""

@@ -53,6 +53,47 @@ def test_enqueue_agent_prints_id_and_sends_task(queue):
     assert channel.client.llen(name) == 1
 
 
+def test_enqueue_agent_wait_follows_the_run(queue, monkeypatch):
+    from agents.management.commands import enqueue_agent
+
+    CustomerFactory(slug="acme")
+    WorkflowFactory(slug="review")
+
+    def worker_finishes_run(seconds):
+        # Stands in for the worker between two polls: one response, then the end.
+        execution = Execution.objects.get()
+        ApiMessage.objects.create(
+            execution=execution,
+            message_id="msg_1",
+            sequence=1,
+            model="claude-sonnet-4-6",
+            input_tokens=10,
+            output_tokens=20,
+            cost_usd=Decimal("0.00033"),
+            output_final=True,
+            arrived_at=timezone.now(),
+        )
+        Execution.objects.filter(pk=execution.pk).update(
+            status=Execution.Status.SUCCEEDED,
+            finished_at=timezone.now(),
+            api_message_count=1,
+            cost_usd=Decimal("0.00033"),
+        )
+
+    monkeypatch.setattr(enqueue_agent.time, "sleep", worker_finishes_run)
+    output = run(
+        "enqueue_agent", "--wait", "--customer=acme", "--workflow=review", "Check it."
+    )
+    execution = Execution.objects.get()
+    lines = output.splitlines()
+    assert lines[0] == (
+        f"Execution {execution.pk}: queued review for acme; "
+        "following it until it finishes."
+    )
+    assert "msg_1" in lines[1]
+    assert any("succeeded" in line for line in lines[2:])
+
+
 def test_enqueue_agent_rejects_unknown_workflow():
     CustomerFactory(slug="acme")
     with pytest.raises(CommandError, match="Workflow 'nope' not found"):

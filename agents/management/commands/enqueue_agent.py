@@ -14,7 +14,10 @@ POLL_SECONDS = 0.25
 
 
 class Command(BaseCommand):
-    help = "Queue a workflow run for a customer on the Celery workers and print its execution id."
+    help = (
+        "Queue a workflow run for a customer on the Celery workers and print its "
+        "execution id. With --wait, follow the run to its end instead."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("prompt", help="Input for the workflow's prompt template.")
@@ -56,9 +59,15 @@ class Command(BaseCommand):
             raise CommandError(
                 f"The execution could not be queued: broker unreachable ({exc})."
             ) from exc
-        self.stdout.write(str(execution.pk))
-        if options["wait"]:
-            self._follow(execution, options["wait_timeout"])
+        if not options["wait"]:
+            # The id alone, for scripts.
+            self.stdout.write(str(execution.pk))
+            return
+        self.stdout.write(
+            f"Execution {execution.pk}: queued {workflow.slug} for {customer.slug}; "
+            "following it until it finishes."
+        )
+        self._follow(execution, options["wait_timeout"])
 
     def _follow(self, execution, timeout):
         """Print recorded messages as they appear, by polling the database."""
