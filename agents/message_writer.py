@@ -170,9 +170,20 @@ class MessageWriter:
         self._psycopg_connection: psycopg.Connection | None = None
         self._transformer: Transformer | None = None
         self._prepared: set[bytes] = set()
-        # Statements sent whose results have not been read, oldest first,
-        # with their dumped parameters.
-        self._in_flight: collections.deque[tuple[Statement, list]] = collections.deque()
+        # Statements sent whose results have not been read, oldest first:
+        # each with its number, and its dumped parameters.
+        self._in_flight: collections.deque[tuple[int, Statement, list]] = (
+            collections.deque()
+        )
+        # Number of the last statement sent or run, counted from 1.
+        self.last_number = 0
+        # Numbers of the statements that failed, and the errors that sync()
+        # has not raised yet.
+        self.failed_numbers: set[int] = set()
+        self._errors: list[Exception] = []
+        # The first error of a statement sent by this writer, kept after
+        # sync() has raised it.
+        self.first_error: Exception | None = None
 
     @property
     def pending(self) -> int:
@@ -224,35 +235,33 @@ class MessageWriter:
         return True
 
     def sync(self) -> None:
-        """Wait for the result of every statement in flight; raise the first error.
+        """Wait for the result of every statement in flight, then raise the first error.
 
-        Every statement is answered before this returns, also when one
-        failed: each ran in its own transaction, so the others committed.
-        A statement that failed because its prepared statement had gone (a
-        DISCARD ALL, a pooler that moved the session) is prepared and run
-        again.
+        Every result is read before this returns, also when a statement
+        failed, because each ran in its own transaction and the others
+        committed. The numbers of failed statements stay in
+        `failed_numbers`. A connection that Django closed with statements
+        in flight counts them as failed.
         """
         raw = self._psycopg_connection
-        if raw is None:
-            return
-        if raw is not self.connection.connection:
+        if raw is not None and raw is not self.connection.connection:
             self._forget_closed_connection()
-            return
-        if not self._in_flight and raw.pgconn.pipeline_status == pq.PipelineStatus.OFF:
-            return
-        try:
-            failed = self._read_results(raw)
-            again = [item for item, result in failed if _no_such_statement(result)]
-            if again:
-                self._prepared.clear()
-                for statement, values in again:
-                    _check(raw, self._execute_prepared(raw, statement, values))
-            for _, result in failed:
-                if not _no_such_statement(result):
-                    _check(raw, result)
-        except Exception:
+        elif raw is not None and (
+            self._in_flight or raw.pgconn.pipeline_status != pq.PipelineStatus.OFF
+        ):
+            try:
+                self._read_results(raw)
+            except Exception:
+                # This error ends the statements in flight, and stands for
+                # the errors read before it.
+                self._errors.clear()
+                with self.connection.wrap_database_errors:
+                    raise
+        if self._errors:
+            error = self._errors[0]
+            self._errors.clear()
             with self.connection.wrap_database_errors:
-                raise
+                raise error
 
     def _write(self, statement: Statement, params: list) -> None:
         if self.pipeline and not self.connection.in_atomic_block:
@@ -261,8 +270,9 @@ class MessageWriter:
             self._execute(statement, params)
 
     def _execute(self, statement: Statement, params: list):
-        if self._in_flight:
+        if self._in_flight or self._errors:
             self.sync()
+        self.last_number += 1
         try:
             raw = self._get_connection()
             values = self._transformer.dump_sequence(params, _text_formats(len(params)))
@@ -292,32 +302,46 @@ class MessageWriter:
                 pgconn.enter_pipeline_mode()
             wrappers = self.connection.execute_wrappers
             if not self._in_flight and self._wait_before_query not in wrappers:
-                wrappers.append(self._wait_before_query)
-            if self.prepare:
-                pgconn.send_query_prepared(statement.name, values)
-            else:
-                pgconn.send_query_params(statement.sql, values)
-            # Ends the statement's transaction, and sends what is buffered.
-            pgconn.pipeline_sync()
+                # First, because Django's execute_wrapper() context manager
+                # removes the last wrapper when it exits.
+                wrappers.insert(0, self._wait_before_query)
+            number = self.last_number + 1
+            try:
+                if self.prepare:
+                    pgconn.send_query_prepared(statement.name, values)
+                else:
+                    pgconn.send_query_params(statement.sql, values)
+            finally:
+                # Ends the statement's transaction, and sends what is
+                # buffered. sync() sends another Sync before it reads, for
+                # an exception that lands before this one.
+                pgconn.pipeline_sync()
+            self.last_number = number
         except Exception:
             with self.connection.wrap_database_errors:
                 raise
-        self._in_flight.append((statement, values))
+        self._in_flight.append((number, statement, values))
 
-    def _read_results(self, raw: psycopg.Connection) -> list:
+    def _read_results(self, raw: psycopg.Connection) -> None:
         """Read results until the pipeline is empty, then leave pipeline mode.
 
-        Return the statements that failed, each with its result. The count
-        of statements in flight is checked against libpq's own: an
-        exception raised between a send and its count (a signal turned into
-        SystemExit) leaves libpq with more than counted, and libpq refuses
-        to leave pipeline mode until those are read too.
+        The errors of statements that failed go to `_errors`, and their
+        numbers to `failed_numbers`. A statement that failed because its
+        prepared statement had gone is prepared and run again instead.
+        The count of statements in flight is checked against libpq's own.
+        An exception raised between a send and its count (a signal turned
+        into SystemExit) leaves libpq with more than counted, and libpq
+        refuses to leave pipeline mode until those are read too.
         """
         pgconn = raw.pgconn
         in_flight = self._in_flight
-        failed = []
+        again = []
         empty_reads = 0
         try:
+            if pgconn.pipeline_status != pq.PipelineStatus.OFF:
+                # A statement sent without its Sync would never get a reply.
+                # One more Sync costs an empty one.
+                pgconn.pipeline_sync()
             while True:
                 if not in_flight or empty_reads > 1:
                     try:
@@ -346,27 +370,64 @@ class MessageWriter:
                 if status == pq.ExecStatus.PIPELINE_SYNC:
                     if in_flight:
                         in_flight.popleft()
-                elif status in _FAILED_STATUSES and in_flight:
-                    failed.append((in_flight[0], result))
+                elif not in_flight:
+                    continue
+                elif _no_such_statement(result):
+                    again.append(in_flight[0])
+                elif status in _FAILED_STATUSES:
+                    self._fail(in_flight[0][0], _error_of(raw, result))
+                elif _matched_no_row(in_flight[0][1], result):
+                    self._fail(
+                        in_flight[0][0],
+                        psycopg.DatabaseError(
+                            "A recorder UPDATE matched no message row; the row's "
+                            "INSERT had failed or the row was deleted."
+                        ),
+                    )
+        except psycopg.OperationalError as exc:
+            # The connection failed, so nothing more can be read from it.
+            for number, _, _ in in_flight:
+                self.failed_numbers.add(number)
+            self.first_error = self.first_error or exc
+            in_flight.clear()
+            self._remove_wait_before_query()
+            raise
         finally:
-            if pgconn.pipeline_status == pq.PipelineStatus.OFF or (
-                pgconn.status == pq.ConnStatus.BAD
-            ):
+            if pgconn.pipeline_status == pq.PipelineStatus.OFF:
                 in_flight.clear()
                 self._remove_wait_before_query()
-        return failed
+        if again:
+            self._prepared.clear()
+            for number, statement, values in again:
+                result = self._execute_prepared(raw, statement, values)
+                if result.status in _FAILED_STATUSES:
+                    self._fail(number, _error_of(raw, result))
+
+    def _fail(self, number: int, error: Exception) -> None:
+        self.failed_numbers.add(number)
+        self._errors.append(error)
+        self.first_error = self.first_error or error
 
     def _forget_closed_connection(self) -> None:
-        """Drop what was in flight on a connection that Django has closed or replaced."""
+        """Count what was in flight on a connection that Django closed or replaced as failed.
+
+        The server runs what it had received before it saw the connection
+        end, unless its backend had ended first, so whether they committed
+        is unknown.
+        """
         if self._in_flight:
-            # The connection had sent them, and the server runs what it has
-            # received before it sees the connection end, but their results
-            # are lost.
             logger.warning(
                 "%d recorder statement(s) in flight when the database "
-                "connection closed; their results were not read",
+                "connection closed; whether they committed is unknown",
                 len(self._in_flight),
             )
+            error = psycopg.OperationalError(
+                f"The database connection closed with {len(self._in_flight)} "
+                "recorder statement(s) in flight; whether they committed is "
+                "unknown."
+            )
+            for number, _, _ in self._in_flight:
+                self._fail(number, error)
             self._in_flight.clear()
         self._remove_wait_before_query()
         self._psycopg_connection = None
@@ -437,7 +498,20 @@ def _text_formats(count: int) -> list[PyFormat]:
 def _check(raw: psycopg.Connection, result) -> None:
     """Raise the error of a failed libpq result as psycopg would."""
     if result.status in _FAILED_STATUSES:
-        raise psycopg.errors.error_from_result(result, encoding=raw.info.encoding)
+        raise _error_of(raw, result)
+
+
+def _error_of(raw: psycopg.Connection, result) -> Exception:
+    return psycopg.errors.error_from_result(result, encoding=raw.info.encoding)
+
+
+def _matched_no_row(statement: Statement, result) -> bool:
+    """Return whether a message UPDATE without the totals changed no row."""
+    return (
+        statement.name in _MESSAGE_UPDATE_NAMES
+        and result.status == pq.ExecStatus.COMMAND_OK
+        and result.command_tuples == 0
+    )
 
 
 _FAILED_STATUSES = frozenset(
@@ -449,6 +523,14 @@ _FAILED_STATUSES = frozenset(
 )
 # SQLSTATE invalid_sql_statement_name: no prepared statement of that name.
 _NO_SUCH_STATEMENT = b"26000"
+
+
+_MESSAGE_UPDATE_NAMES = frozenset(
+    {
+        (STATEMENT_PREFIX + "update").encode(),
+        (STATEMENT_PREFIX + "update_output").encode(),
+    }
+)
 
 
 def _no_such_statement(result) -> bool:

@@ -32,6 +32,7 @@ What the stream carries (claude-agent-sdk 0.2.189, Claude Code CLI 2.1.332):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -90,6 +91,8 @@ class MessageState:
     arrived_at: datetime
     # Whether the row exists, or its INSERT has been sent.
     stored: bool = False
+    # The MessageWriter number of the row's last write, 0 before the first.
+    write_number: int = 0
     # UPDATE_FIELDS values of the row's last write by this recorder.
     written: list | None = None
     output_final: bool = False
@@ -229,8 +232,11 @@ class StreamRecorder:
         self.interrupt_requested = False
         self._totals_written_at = -math.inf
         self._writer: MessageWriter | None = None
-        # Updates whose writes are in flight, oldest first.
-        self._unsent: list[MessageUpdate] = []
+        # Updates whose writes are in flight, oldest first, each with the
+        # number of the write it reports.
+        self._unsent: list[tuple[int, MessageUpdate]] = []
+        # Responses whose INSERT is in flight, by the INSERT's number.
+        self._inserts: dict[int, MessageState] = {}
         # Text of the last API error the CLI reported, for the execution.
         self.api_error = ""
         self._load_existing_messages()
@@ -254,21 +260,33 @@ class StreamRecorder:
     def settle(self) -> None:
         """Wait until every write sent so far has committed, then send its update.
 
-        Raise the database error of a write that failed; the updates still
-        waiting are then dropped, since the run cannot go on.
+        The updates of writes that failed are not sent, and a response whose
+        INSERT failed counts as not stored, so its next write inserts it.
+        Then the first database error is raised.
         """
         writer = self._writer
+        error = None
+        failed: set[int] = set()
         if writer is not None:
             try:
                 writer.sync()
-            except Exception:
-                self._unsent = []
-                raise
+            except DatabaseError as exc:
+                error = exc
+            failed = writer.failed_numbers
+            if failed:
+                for number, state in self._inserts.items():
+                    if number in failed:
+                        state.stored = False
+                        state.written = None
+            self._inserts.clear()
         if self._unsent:
             unsent = self._unsent
             self._unsent = []
-            for update in unsent:
-                self._notify(update)
+            for number, update in unsent:
+                if number not in failed:
+                    self._notify(update)
+        if error is not None:
+            raise error
 
     def start(self) -> None:
         """Mark the execution running."""
@@ -296,26 +314,41 @@ class StreamRecorder:
         budget, and the status is then `budget_exceeded` whatever the
         result says.
         """
-        try:
-            # The writes in flight first, so that a failure among them is
-            # reported as such.
-            self.settle()
-            for state in self.messages.values():
-                if not state.complete:
-                    self._settle_incomplete(state)
-            self.settle()
-        except DatabaseError as exc:
-            # The final status still has to be written.
+        # Each step runs even when one before it failed, because the final
+        # status still has to be written.
+        write_errors = []
+        steps = [self.settle]
+        steps += [
+            functools.partial(self._settle_incomplete, state)
+            for state in self.messages.values()
+            if not state.complete
+        ]
+        steps.append(self.settle)
+        for step in steps:
+            try:
+                step()
+            except DatabaseError as exc:
+                write_errors.append(exc)
+        if self._writer is not None and self._writer.first_error is not None:
+            # Also when the error was raised earlier, by handle() or by a
+            # query that waited for the writes in flight.
+            write_errors.insert(0, self._writer.first_error)
+        execution = self.execution
+        if write_errors:
             logger.error(
-                "Execution %s: a recorded write failed: %s", self.execution.pk, exc
+                "Execution %s: a recorded write failed: %s",
+                self.execution.pk,
+                write_errors[0],
             )
             error = "\n".join(
-                filter(None, [str(error or ""), f"A write failed: {exc}"])
+                filter(None, [str(error or ""), f"A write failed: {write_errors[0]}"])
             )
-        execution = self.execution
-        execution.status = self._final_status(
-            error=error, interrupted=interrupted, budget_exceeded=budget_exceeded
-        )
+            # What is stored is incomplete, whatever the result reports.
+            execution.status = Execution.Status.FAILED
+        else:
+            execution.status = self._final_status(
+                error=error, interrupted=interrupted, budget_exceeded=budget_exceeded
+            )
         execution.finished_at = self.clock()
         if error:
             # The caller's reason (a timeout, a stop) comes first; the CLI's
@@ -401,7 +434,7 @@ class StreamRecorder:
             state.estimated = True
             self._price_and_store(state, previous=previous)
         else:
-            self._notify_when_stored(self._snapshot(state))
+            self._notify_when_stored(self._snapshot(state), state.write_number)
 
     def _handle_assistant_message(self, message: AssistantMessage) -> None:
         if (
@@ -783,7 +816,7 @@ class StreamRecorder:
             if in_transaction:
                 transaction.on_commit(lambda: self._notify(update))
             else:
-                self._notify_when_stored(update)
+                self._notify_when_stored(update, state.write_number)
 
     def _store(self, state: MessageState) -> bool:
         """Write the row of `state`, with the execution's totals when they are due.
@@ -842,6 +875,9 @@ class StreamRecorder:
             values = insert_values(execution_id, state, datetime.now(UTC))
             writer.insert(values, execution_id=execution_id, totals=totals)
             state.stored = True
+            state.write_number = writer.last_number
+            if writer.pending:
+                self._inserts[state.write_number] = state
             state.written = values[len(values) - len(UPDATE_FIELDS) :]
             return
         values = update_values(state, datetime.now(UTC))
@@ -854,6 +890,7 @@ class StreamRecorder:
             or not writer.update_output(values, state.written)
         ):
             writer.update(values, execution_id=execution_id, totals=totals)
+        state.write_number = writer.last_number
         del values[-2:]
         state.written = values
 
@@ -926,11 +963,16 @@ class StreamRecorder:
             complete=state.complete,
         )
 
-    def _notify_when_stored(self, update: MessageUpdate) -> None:
-        """Send `update` now, or after the writes in flight when there are any."""
+    def _notify_when_stored(self, update: MessageUpdate, write_number: int) -> None:
+        """Send `update` of the write numbered `write_number` once it has committed.
+
+        That is now when no write is in flight, never when the write failed.
+        """
         writer = self._writer
+        if writer is not None and write_number in writer.failed_numbers:
+            return
         if self._unsent or (writer is not None and writer.pending):
-            self._unsent.append(update)
+            self._unsent.append((write_number, update))
         else:
             self._notify(update)
 

@@ -245,6 +245,9 @@ def run_execution(
                 if budget_usd is not None and recorder.totals.cost_usd > budget_usd:
                     budget_stop = True
                     break
+            # A write that failed in flight is raised here, as any other
+            # failure of the run.
+            recorder.settle()
             if budget_stop:
                 logger.warning(
                     "Execution %s: recorded cost %s is above the run's budget %s; "
@@ -284,6 +287,10 @@ def run_execution(
     except Exception as exc:  # noqa: BLE001 - whatever the failure, keep what was recorded
         error = exc
         logger.exception("Execution %s: run failed", execution.pk)
+        # Stop the CLI, which would otherwise go on calling the API. What it
+        # sends from now on is not recorded: the failure may be the
+        # recorder's own.
+        stream.stop_and_drain(recorder, record=False)
     except BaseException as exc:
         # KeyboardInterrupt or SystemExit: stop the CLI, record what it had
         # sent, close the execution as interrupted, then let the exception go on.
@@ -338,7 +345,11 @@ class AgentStream:
         self.thread.start()
 
     def messages(
-        self, *, deadline: float | None = None, stop: threading.Event | None = None
+        self,
+        *,
+        deadline: float | None = None,
+        stop: threading.Event | None = None,
+        settle: bool = True,
     ):
         """Yield the messages the stream delivers until it ends, `deadline` or `stop`.
 
@@ -354,7 +365,8 @@ class AgentStream:
             except queue.Empty:
                 # Nothing to record: wait for the writes in flight, so that
                 # their updates go out before the stream goes quiet.
-                self.recorder.settle()
+                if settle:
+                    self.recorder.settle()
                 try:
                     item = self.queue.get(timeout=self.POLL_SECONDS)
                 except queue.Empty:
@@ -368,7 +380,7 @@ class AgentStream:
         if self.error is not None:
             raise self.error
 
-    def stop_and_drain(self, recorder: StreamRecorder) -> None:
+    def stop_and_drain(self, recorder: StreamRecorder, *, record: bool = True) -> None:
         if (
             not self.finished.is_set()
             and self.loop is not None
@@ -376,8 +388,9 @@ class AgentStream:
         ):
             self.loop.call_soon_threadsafe(self.task.cancel)
         deadline = time.monotonic() + self.STOP_WAIT_SECONDS
-        for message in self.messages(deadline=deadline):
-            recorder.handle(message)
+        for message in self.messages(deadline=deadline, settle=record):
+            if record:
+                recorder.handle(message)
         if not self.finished.is_set():
             logger.warning(
                 "Execution %s: the agent stream did not stop within %s s",

@@ -189,6 +189,8 @@ def _import_lines(execution, created, lines, path, clock, line_timestamps, liste
             message = _parse(line, report)
             if message is not None and is_usage_message(message):
                 recorder.handle(message)
+        # A write that failed in flight is raised here.
+        recorder.settle()
     except Exception as exc:
         # Keep what was recorded, but never leave the execution running.
         logger.exception("Execution %s: import of %s failed", execution.pk, path)

@@ -38,3 +38,20 @@ def test_production_refuses_missing_secret_key():
     completed = run_manage("check")
     assert completed.returncode != 0
     assert "SECRET_KEY is missing" in completed.stderr
+
+
+def test_recorder_settings_read_from_environment():
+    completed = run_manage(
+        "shell",
+        "--verbosity",
+        "0",
+        "-c",
+        "from django.conf import settings; "
+        "print(settings.AGENTMARGIN_RECORDER_PIPELINE, "
+        "settings.AGENTMARGIN_RECORDER_PREPARED_STATEMENTS)",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        AGENTMARGIN_RECORDER_PIPELINE="false",
+        AGENTMARGIN_RECORDER_PREPARED_STATEMENTS="false",
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == ["False", "False"]

@@ -337,6 +337,8 @@ def _record(
     last = session.last_main_response()
     if last is not None and last.stop_reason == "end_turn":
         recorder.handle(_finished_turn(session, recorder))
+    # A write that failed in flight is raised here, and fails the session.
+    recorder.settle()
     recorder.finish()
     return len(new)
 

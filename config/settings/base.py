@@ -139,6 +139,13 @@ AGENTMARGIN_CANCEL_POLL_SECONDS = env.float(
     "AGENTMARGIN_CANCEL_POLL_SECONDS", default=1.0
 )
 
+# The recorder's PostgreSQL writes (agents.message_writer): named prepared
+# statements, and pipelining.
+AGENTMARGIN_RECORDER_PREPARED_STATEMENTS = env.bool(
+    "AGENTMARGIN_RECORDER_PREPARED_STATEMENTS", default=True
+)
+AGENTMARGIN_RECORDER_PIPELINE = env.bool("AGENTMARGIN_RECORDER_PIPELINE", default=True)
+
 # Live progress: each recorded message is published to Redis pub/sub.
 AGENTMARGIN_LIVE_UPDATES = env.bool("AGENTMARGIN_LIVE_UPDATES", default=True)
 AGENTMARGIN_LIVE_CHANNEL_PREFIX = env.str(

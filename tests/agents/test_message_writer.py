@@ -8,9 +8,10 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from django.db import IntegrityError, connection
+from django.db import DataError, IntegrityError, connection, connections
 
 from agents import message_writer
+from agents import recorder as recorder_module
 from agents.message_writer import (
     INSERT_FIELDS,
     UPDATE_FIELDS,
@@ -143,7 +144,11 @@ def message_state(message_id, output=1, *, sequence=1):
 
 
 def pipelined_writer():
-    return message_writer.MessageWriter(connection, prepare=True, pipeline=True)
+    # This thread's connection itself, not the proxy that each thread
+    # resolves to its own.
+    return message_writer.MessageWriter(
+        connections["default"], prepare=True, pipeline=True
+    )
 
 
 def insert(writer, execution_id, message_id, *, sequence=1):
@@ -339,27 +344,41 @@ def test_statements_prepared_again_after_deallocate(transactional_db):
     ]
 
 
-def test_recording_survives_reconnect(transactional_db, caplog):
+def test_recording_survives_reconnect(transactional_db):
     execution = ExecutionFactory(requested_model=SONNET)
     recorder = StreamRecorder(execution)
     for message in response("msg_1", 80):
         recorder.handle(message)
-    # The final write of msg_1 is in flight when the connection closes.
-    with caplog.at_level(logging.WARNING, logger="agents.message_writer"):
-        connection.close()
-        for message in response("msg_2", 90):
-            recorder.handle(message)
-        recorder.finish()
-    assert "1 recorder statement(s) in flight when the database connection closed" in (
-        caplog.text
-    )
-    execution.refresh_from_db()
-    assert execution.output_tokens == 170
-    # The server ran what it had received before the connection ended.
+    recorder.settle()
+    connection.close()
+    for message in response("msg_2", 90):
+        recorder.handle(message)
+    finished = recorder.finish()
+    assert finished.status == Execution.Status.INTERRUPTED  # no result message
+    assert finished.output_tokens == 170
     assert rows_seen_elsewhere(execution.pk) == [
         ("msg_1", 80, True),
         ("msg_2", 90, True),
     ]
+
+
+def test_connection_closed_in_flight_fails_run(transactional_db, caplog):
+    execution = ExecutionFactory(requested_model=SONNET)
+    updates = []
+    recorder = StreamRecorder(execution, listener=updates.append)
+    for message in response("msg_1", 80):
+        recorder.handle(message)
+    # The final write of msg_1 is in flight when the connection closes:
+    # whether it committed is unknown, so its update is not sent.
+    with caplog.at_level(logging.WARNING, logger="agents.message_writer"):
+        connection.close()
+        finished = recorder.finish()
+    assert "1 recorder statement(s) in flight when the database connection" in (
+        caplog.text
+    )
+    assert finished.status == Execution.Status.FAILED
+    assert "whether they committed is unknown" in finished.error
+    assert [update.message.usage.output_tokens for update in updates] == [1]
 
 
 def test_prepared_statements_can_be_disabled(transactional_db, settings):
@@ -514,3 +533,94 @@ def test_finish_after_failed_write(transactional_db):
     assert updates == []
     finished.refresh_from_db()
     assert finished.status == Execution.Status.FAILED
+
+
+def start_that_fails(message_id):
+    """A message_start whose INSERT the server rejects: the tier is too long."""
+    usage = {**stream.usage(input=10, read=4000), "service_tier": "x" * 40}
+    return stream.message_start(message_id, SONNET, usage)
+
+
+def test_failed_write_drops_only_its_updates(transactional_db):
+    execution = ExecutionFactory(requested_model=SONNET)
+    updates = []
+    recorder = StreamRecorder(execution, listener=updates.append)
+    for message in [
+        *response("msg_1", 80),
+        start_that_fails("msg_2"),
+        stream.message_stop(),
+        *response("msg_3", 90),
+    ]:
+        recorder.handle(message)
+    with pytest.raises(DataError):
+        recorder.settle()
+    # The other responses committed, and their updates go out.
+    assert [update.message.message_id for update in updates] == [
+        "msg_1",
+        "msg_1",
+        "msg_3",
+        "msg_3",
+    ]
+    assert [row[0] for row in rows_seen_elsewhere(execution.pk)] == ["msg_1", "msg_3"]
+    # msg_2 has no row, so the recorder no longer counts it as stored.
+    assert recorder.messages["msg_2"].stored is False
+
+
+def test_failed_write_fails_run_with_result(transactional_db, monkeypatch):
+    # Totals only with the first write, so that every statement the stream
+    # needs is prepared before msg_2, and its failure surfaces only after the
+    # result has arrived.
+    monkeypatch.setattr(recorder_module, "TOTALS_INTERVAL_SECONDS", 3600)
+    execution = ExecutionFactory(requested_model=SONNET)
+    recorder = StreamRecorder(execution)
+    error = None
+    try:
+        for message in [
+            *response("msg_0", 70),
+            *response("msg_1", 80),
+            start_that_fails("msg_2"),
+            stream.message_delta(5),
+            stream.message_stop(),
+            stream.result(),
+        ]:
+            recorder.handle(message)
+    except DataError as exc:
+        # Raised when the result's session id is stored, as the runner
+        # would catch it.
+        error = exc
+    assert recorder.result is not None
+    finished = recorder.finish(error=error)
+    # The result says the run succeeded, but a response is missing.
+    assert finished.status == Execution.Status.FAILED
+    assert "A write failed: value too long" in finished.error
+
+
+def test_sync_after_send_without_its_sync(transactional_db):
+    """An exception between a send and its Sync must not leave sync() waiting forever."""
+    execution = ExecutionFactory(requested_model=SONNET)
+    writer = pipelined_writer()
+    insert(writer, execution.pk, "msg_1")
+    # A statement that went out without the Sync that ends it.
+    connection.connection.pgconn.send_query_params(b"SELECT 1", None)
+    done = threading.Event()
+
+    def sync_in_thread():
+        writer.sync()
+        done.set()
+
+    thread = threading.Thread(target=sync_in_thread, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert done.is_set(), "sync() is still waiting for a reply"
+    assert ApiMessage.objects.get(message_id="msg_1").sequence == 1
+
+
+def test_wait_survives_execute_wrapper_context(transactional_db):
+    """Django's execute_wrapper() removes the last wrapper when it exits."""
+    execution = ExecutionFactory(requested_model=SONNET)
+    writer = pipelined_writer()
+    with connection.execute_wrapper(lambda execute, *args: execute(*args)):
+        insert(writer, execution.pk, "msg_1")
+    assert writer.pending == 1
+    assert ApiMessage.objects.get(message_id="msg_1").sequence == 1
+    assert writer.pending == 0
