@@ -439,11 +439,13 @@ class AgentStream:
             except asyncio.CancelledError:
                 # Stopped from the calling thread. Interrupt the turn first:
                 # on close the SDK gives the CLI five seconds to exit, in
-                # which it would go on calling the API.
-                consumer.cancel()
-                await asyncio.gather(consumer, return_exceptions=True)
+                # which it would go on calling the API. The consumer reads
+                # on meanwhile, so a response the CLI starts before the
+                # interrupt lands is still recorded.
                 with contextlib.suppress(TimeoutError, ClaudeSDKError):
                     await asyncio.wait_for(client.interrupt(), timeout=2)
+                consumer.cancel()
+                await asyncio.gather(consumer, return_exceptions=True)
                 raise
             if not done:
                 self.interrupted = True
