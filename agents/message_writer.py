@@ -252,7 +252,7 @@ class MessageWriter:
             try:
                 self._read_results(raw)
             except Exception:
-                # This error ends the statements in flight, and stands for
+                # This error ends the statements in flight, and replaces
                 # the errors read before it.
                 self._errors.clear()
                 with self.connection.wrap_database_errors:

@@ -5,14 +5,14 @@ in order. Each API response (one message id) becomes one `ApiMessage` row,
 written as soon as the response starts and updated when its final output
 count arrives. Each write is sent at once and commits on its own. The
 recorder reads the results when it has nothing else to do (`settle()`), and
-only then tells listeners and receivers of `api_message_recorded` about
+only then notifies listeners and receivers of `api_message_recorded` of
 those writes (agents.message_writer). Reading results later holds back no
-write: each is sent when its message is handled and commits as soon as the
-server has run it. A crash therefore loses at most the responses that have
-arrived and not yet committed: the one in flight, while the recorder keeps
-up with the stream. The execution's running totals are
-kept in memory and written with a message at most once a second and at the
-end; after a crash the sweeper sums them from the rows.
+write, because each is sent when its message is handled and commits as
+soon as the server has run it. A crash therefore loses at most the
+responses that have arrived and not yet committed, which is the one in
+flight while the recorder keeps up with the stream. The execution's running
+totals are kept in memory and written with a message at most once a second
+and at the end. After a crash the sweeper sums them from the rows.
 
 What the stream carries (claude-agent-sdk 0.2.189, Claude Code CLI 2.1.332):
 

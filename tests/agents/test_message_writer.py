@@ -590,7 +590,7 @@ def test_failed_write_fails_run_with_result(transactional_db, monkeypatch):
         error = exc
     assert recorder.result is not None
     finished = recorder.finish(error=error)
-    # The result says the run succeeded, but a response is missing.
+    # The result reports success, but a response is missing.
     assert finished.status == Execution.Status.FAILED
     assert "A write failed: value too long" in finished.error
 
